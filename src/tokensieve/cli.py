@@ -1,0 +1,161 @@
+"""Command line: parses arguments, calls the library, prints, exits.
+
+A user's mistake becomes ``error: <one line>`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tokensieve.errors import UserError
+from tokensieve.signals import SIGNALS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(message)
+
+
+def _read_text(args) -> str:
+    if args.text is not None:
+        return args.text
+    if args.file == "-":
+        data = sys.stdin.buffer.read()
+        name = "standard input"
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UserError(f"cannot read '{args.file}': no such file")
+        data, name = path.read_bytes(), f"'{args.file}'"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{name} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _check_rho(rho: float) -> float:
+    if not 0.0 < rho <= 1.0:
+        raise UserError(f"--rho must be in (0, 1], got {rho}")
+    return rho
+
+
+def cmd_inspect(args) -> int:
+    from tokensieve.models import load_model
+    from tokensieve.report import write_inspect_report
+    from tokensieve.signals import answer_signals, text_signals
+
+    rho = _check_rho(args.rho)
+    sources = [x is not None for x in (args.text, args.file, args.prompt)]
+    if sum(sources) != 1:
+        raise UserError("give exactly one of --text, --file or --prompt")
+    if args.generate is not None and args.prompt is None:
+        raise UserError("--generate needs --prompt (the question the model answers)")
+    text = None if args.prompt is not None else _read_text(args)
+    if text is not None and not text.strip():
+        raise UserError("the text is empty")
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("the prompt is empty")
+    if args.generate is not None and args.generate < 1:
+        raise UserError(f"--generate must be at least 1, got {args.generate}")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+
+    model, tokenizer = load_model(args.model)
+    progress = not args.quiet
+    if args.prompt is not None:
+        signals = answer_signals(
+            model,
+            tokenizer,
+            args.prompt,
+            args.generate or 256,
+            seed=args.seed,
+            temperature=args.temperature,
+            progress=progress,
+        )
+    else:
+        signals = text_signals(
+            model, tokenizer, text, max_tokens=args.max_tokens, progress=progress
+        )
+    directory, summary = write_inspect_report(signals, args.out, rho=rho, signal=args.signal)
+    _print_summary(signals, summary, directory)
+    return 0
+
+
+def _print_summary(signals, summary: dict, directory: Path) -> None:
+    top = "  ".join(f"{word} ×{count}" for word, count in summary["top_forking"][:8])
+    pct = f"{100 * (1 - summary['rho']):.0f}th percentile"
+    lines = [
+        ("model", signals.model),
+        ("tokens", summary["tokens"]),
+        ("mean entropy", f"{summary['mean_entropy']:.3f} nats"),
+        ("entropy < 0.01", f"{summary['fraction_below_0.01']:.1%} of tokens"),
+        (pct, f"{summary['entropy_p80']:.3f} nats"),
+        ("forking tokens", f"{summary['forking_count']} (top {summary['rho']:.0%} by entropy)"),
+        ("top forks", top),
+        ("report", directory / "report.html"),
+    ]
+    for label, value in lines:
+        print(f"{label:<16} {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tokensieve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="per-token entropy, surprisal and attention of a text or of the model's answer",
+        description="Show which tokens matter: an HTML heatmap, signals.json/csv and plots.",
+    )
+    source = inspect.add_argument_group("input (exactly one)")
+    source.add_argument("--text", help="the text to analyse")
+    source.add_argument("--file", help="a UTF-8 text file to analyse ('-' reads stdin)")
+    source.add_argument("--prompt", help="a question the model answers; its answer is analysed")
+    inspect.add_argument(
+        "--generate", type=int, metavar="N", help="answer length in tokens (default 256)"
+    )
+    inspect.add_argument(
+        "--model", help="local HF model directory or .gguf file (default: embedded SmolLM2-135M)"
+    )
+    inspect.add_argument(
+        "--rho", type=float, default=0.2, help="share of tokens marked forking (default 0.2)"
+    )
+    inspect.add_argument(
+        "--signal", choices=SIGNALS, default="entropy", help="signal coloured first"
+    )
+    inspect.add_argument(
+        "--out", default="tokensieve-report", help="output directory (a fresh one if taken)"
+    )
+    inspect.add_argument("--seed", type=int, default=0, help="sampling seed for --generate")
+    inspect.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)"
+    )
+    inspect.add_argument("--max-tokens", type=int, help="analyse only the first N tokens")
+    inspect.add_argument("--quiet", action="store_true", help="no progress bars")
+    inspect.set_defaults(run=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
