@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate test test-fast lint bench-signals clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ demo-generate: $(STAMP)
 	$(VENV)/bin/tokensieve inspect --generate 160 --seed 0 --out reports/demo-generate \
 	  --prompt "A baker makes 24 muffins and sells them in boxes of 4. Each box costs 3 dollars. How much money does she make? Think step by step."
 
+# The README's screenshot: the demo-generate report in headless Chromium
+# (Debian package `chromium`; not needed for anything else).
+screenshot:
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --window-size=1280,900 \
+	  --screenshot=$(CURDIR)/docs/inspect-screenshot.png file://$(CURDIR)/reports/demo-generate/report.html
+
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -237,6 +237,26 @@ def check_context(model, n_tokens: int) -> None:
         )
 
 
+def next_token_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Entropy, surprisal, top-1 probability and margin of each row's distribution.
+
+    Args:
+        logits: ``[m, vocab]`` raw logits (temperature 1, no processing).
+        targets: ``[m]`` the token actually at each next position.
+    Computed in float32 from log-softmax, so a dominant logit gives entropy 0, not NaN.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    probs = logp.exp()
+    top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).values
+    second = top2[:, 1] if top2.shape[-1] > 1 else torch.zeros_like(top2[:, 0])
+    return {
+        "entropy": -(probs * logp).sum(-1),
+        "surprisal": -logp.gather(1, targets[:, None].long())[:, 0],
+        "top1_prob": top2[:, 0],
+        "margin": top2[:, 0] - second,
+    }
+
+
 @torch.no_grad()
 def score_sequence(
     model,
@@ -292,15 +312,10 @@ def score_sequence(
                 lo, hi = max(start, first - 1), min(end, n - 1)
                 if lo >= hi:
                     continue
-                logp = torch.log_softmax(logits[lo - start : hi - start].float(), dim=-1)
-                probs = logp.exp()
-                targets = ids[lo + 1 : hi + 1]
-                top2 = probs.topk(2, dim=-1).values
+                stats = next_token_stats(logits[lo - start : hi - start], ids[lo + 1 : hi + 1])
                 rows = slice(lo + 1 - first, hi + 1 - first)
-                out["entropy"][rows] = (-(probs * logp).sum(-1)).double().numpy()
-                out["surprisal"][rows] = (-logp.gather(1, targets[:, None])[:, 0]).double().numpy()
-                out["top1_prob"][rows] = top2[:, 0].double().numpy()
-                out["margin"][rows] = (top2[:, 0] - top2[:, 1]).double().numpy()
+                for name, column in stats.items():
+                    out[name][rows] = column.double().numpy()
     finally:
         for hook in hooks:
             hook.remove()
@@ -493,11 +508,11 @@ def answer_signals(
 
 
 def display_piece(piece: str) -> str:
-    """A token string made visible: whitespace-only pieces show as ↵ and ␣."""
+    """A token string made visible: whitespace shows as ↵ ␣ ⇥, control bytes escaped."""
     stripped = piece.strip()
-    if stripped:
-        return stripped
-    return piece.replace("\n", "↵").replace(" ", "␣").replace("\t", "⇥") or "∅"
+    if not stripped:
+        return piece.replace("\n", "↵").replace(" ", "␣").replace("\t", "⇥") or "∅"
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in stripped)
 
 
 def summarize(signals: TokenSignals, rho: float = 0.2, top: int = 10) -> dict:

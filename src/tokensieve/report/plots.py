@@ -52,7 +52,9 @@ def entropy_histogram(signals: TokenSignals, rho: float = 0.2) -> bytes:
             ha="right",
             fontsize=9,
         )
-    ax.set_xlabel(f"entropy of the next-token distribution (nats, log axis; < {FLOOR:g} in first bin)")
+    ax.set_xlabel(
+        f"entropy of the next-token distribution (nats, log axis; < {FLOOR:g} in first bin)"
+    )
     ax.set_ylabel("tokens")
     ax.set_title(f"{signals.model}: token entropy ({len(signals)} tokens)")
     return _png(fig)

@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny random Llama (fast, exact) and, for marked tests, the embedded model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokensieve.models import tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """``(model, tokenizer)``: 2-layer random Llama with GQA (4 query heads, 2 KV heads)."""
+    torch.manual_seed(0)
+    return tiny_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny, tmp_path_factory):
+    """The tiny model saved as a local Hugging Face directory (context 256 tokens)."""
+    model, tokenizer = tiny
+    directory = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M-Instruct (converted once into the user cache)."""
+    from tokensieve.models import load_model
+
+    return load_model()
