@@ -103,6 +103,56 @@ def _print_summary(signals, summary: dict, directory: Path) -> None:
         print(f"{label:<16} {value}")
 
 
+def cmd_generate(args) -> int:
+    import json
+
+    from tokensieve.generate import PredicateConstraint, RegexConstraint, generate
+    from tokensieve.models import load_model
+
+    if (args.regex is None) == (args.predicate is None):
+        raise UserError("give exactly one constraint: --regex or --predicate")
+    if not 0.0 <= args.ess_threshold <= 1.0:
+        raise UserError(f"--ess-threshold must be in [0, 1], got {args.ess_threshold}")
+    if args.regex is not None:
+        constraint = RegexConstraint(args.regex)
+    else:
+        constraint = PredicateConstraint.from_spec(args.predicate)
+    if not args.prompt.strip():
+        raise UserError("the prompt is empty")
+    model, tokenizer = load_model(args.model)
+    result = generate(
+        model,
+        tokenizer,
+        args.prompt,
+        constraint,
+        method=args.sampler,
+        particles=args.particles,
+        max_tokens=args.max_tokens,
+        ess_threshold=args.ess_threshold,
+        seed=args.seed,
+        chat=not args.no_chat,
+        progress=not args.quiet and not args.json,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        for completion in result.completions:
+            print(f"{completion.weight:8.4f}  {completion.text!r}")
+        estimate = "n/a" if not result.completions else f"{result.log_marginal:.3f}"
+        print(
+            f"{result.sampler} x{result.particles}: {result.checks_per_token:.1f} checks/token, "
+            f"{result.ms_per_token:.1f} ms/token, log P(constraint) ≈ {estimate}",
+            file=sys.stderr,
+        )
+    if not result.completions:
+        print(
+            f"error: no completion satisfies the constraint within {args.max_tokens} tokens",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokensieve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -138,6 +188,30 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--max-tokens", type=int, help="analyse only the first N tokens")
     inspect.add_argument("--quiet", action="store_true", help="no progress bars")
     inspect.set_defaults(run=cmd_inspect)
+
+    gen = commands.add_parser(
+        "generate",
+        help="constrained generation: masking, adaptive weighted rejection sampling, SMC",
+        description="Sample completions that satisfy a constraint, with importance weights.",
+    )
+    gen.add_argument("--prompt", required=True, help="what the model is asked")
+    constraint = gen.add_argument_group("constraint (exactly one)")
+    constraint.add_argument("--regex", help="the whole answer must match this expression")
+    constraint.add_argument(
+        "--predicate",
+        metavar="MODULE:FUNCTION",
+        help="a Python function f(text) or f(text, complete) -> bool",
+    )
+    gen.add_argument("--sampler", choices=("awrs", "smc", "masking"), default="awrs")
+    gen.add_argument("--particles", type=int, help="particles (default 5 for smc, else 1)")
+    gen.add_argument("--max-tokens", type=int, default=32, help="tokens per answer (default 32)")
+    gen.add_argument("--ess-threshold", type=float, default=0.5, help="smc resampling threshold")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
+    gen.add_argument("--no-chat", action="store_true", help="continue the raw prompt text")
+    gen.add_argument("--json", action="store_true", help="machine-readable output")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(run=cmd_generate)
     return parser
 
 
@@ -148,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.logging.set_verbosity_error()
         args = build_parser().parse_args(argv)
+        if getattr(args, "quiet", False):
+            transformers.utils.logging.disable_progress_bar()
         return args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -240,10 +240,13 @@ def tiny_model(
     kv_heads: int = 2,
     max_positions: int = 256,
     seed: int = 0,
+    head_scale: float = 40.0,
 ):
     """A random-config Llama and a matching tiny tokenizer, for fast exact tests.
 
     Returns ``(model, tokenizer)`` in float32, eval mode, weights drawn from `seed`.
+    `head_scale` multiplies the output head: random init is near-uniform, so the
+    default 40 gives peaked, text-like distributions; small values give flat ones.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -263,8 +266,7 @@ def tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
-    # Random init is near-uniform; scale the head so distributions have real shape.
     with torch.no_grad():
-        model.lm_head.weight.mul_(40.0)
+        model.lm_head.weight.mul_(head_scale)
     model.name_or_path = "tiny-llama"
     return model, tokenizer

@@ -1,0 +1,73 @@
+"""One call for users: prompt + constraint + sampler name → weighted completions."""
+
+from __future__ import annotations
+
+from tokensieve.errors import UserError
+from tokensieve.generate.constraints import Constraint
+from tokensieve.generate.language_model import TokenLM
+from tokensieve.generate.smc import GenerationResult, run_smc
+from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler
+from tokensieve.signals import chat_prompt_ids
+
+METHODS = ("masking", "awrs", "smc")
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool = True) -> list[int]:
+    """The chat template's ids for a one-turn prompt, or the raw text's ids."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return chat_prompt_ids(tokenizer, prompt)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id, *ids]
+    if not ids:
+        raise UserError("the prompt is empty")
+    return ids
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt: str,
+    constraint: Constraint,
+    *,
+    method: str = "awrs",
+    particles: int | None = None,
+    max_tokens: int = 32,
+    ess_threshold: float = 0.5,
+    seed: int = 0,
+    chat: bool = True,
+    progress: bool = False,
+) -> GenerationResult:
+    """Sample completions of `prompt` that satisfy `constraint`.
+
+    `method`: ``masking`` (check every token; exact locally constrained decoding),
+    ``awrs`` (adaptive weighted rejection sampling; same local distribution, few
+    checks), ``smc`` (AWRS proposals with resampling, default 5 particles; corrects
+    towards the global conditional). For masking/awrs, ``particles > 1`` runs
+    independent weighted particles.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown sampler {method!r}; choose one of {', '.join(METHODS)}")
+    if particles is None:
+        particles = 5 if method == "smc" else 1
+    if particles < 1:
+        raise UserError(f"--particles must be at least 1, got {particles}")
+    if max_tokens < 1:
+        raise UserError(f"--max-tokens must be at least 1, got {max_tokens}")
+    if not prompt or not prompt.strip():
+        raise UserError("the prompt is empty")
+    lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt, chat))
+    sampler = MaskingSampler() if method == "masking" else AWRSSampler()
+    result = run_smc(
+        lm,
+        constraint,
+        sampler,
+        particles=particles,
+        max_tokens=max_tokens,
+        ess_threshold=ess_threshold,
+        resample=method == "smc",
+        seed=seed,
+        progress=progress,
+    )
+    result.sampler = method
+    return result

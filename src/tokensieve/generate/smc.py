@@ -1,0 +1,242 @@
+"""Sequential Monte Carlo over particles, with any token sampler as the proposal.
+
+Every particle extends its text one token at a time with a properly weighted token
+sampler (AWRS by default) and multiplies its weight by the sampler's estimate of the
+allowed mass. When the effective sample size ``(Σw)² / Σw²`` drops below
+``ess_threshold · N`` the particles are resampled (multinomial) and their weights
+reset to the mean, so the weighted particles approach the *global* conditional
+``p(x | constraint complete)`` over whole strings as N grows, which locally
+constrained decoding alone does not (it over-weights paths that dead-end later).
+
+The mean final weight (times the resampling factors) is an unbiased estimate of the
+probability that the model's output satisfies the constraint within `max_tokens`.
+Particles that have not ended (end-of-turn token) by `max_tokens` get weight zero.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tokensieve.generate.constraints import Constraint
+from tokensieve.generate.language_model import TokenLM
+from tokensieve.generate.token_samplers import AWRSSampler, TokenSampler
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class Particle:
+    token_ids: list[int] = field(default_factory=list)
+    data: bytes = b""
+    log_weight: float = 0.0
+    finished: bool = False
+    row: int = 0  # its row in the language model's KV cache while running
+
+    @property
+    def alive(self) -> bool:
+        return self.log_weight > NEG_INF
+
+    def copy(self) -> Particle:
+        return Particle(list(self.token_ids), self.data, self.log_weight, self.finished, self.row)
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    log_weight: float
+    weight: float  # normalised over the run's particles
+
+
+@dataclass
+class GenerationResult:
+    """Weighted completions and what they cost."""
+
+    sampler: str
+    particles: int
+    completions: list[Completion]
+    log_marginal: float  # log estimate of P(constraint satisfied within max_tokens)
+    checks: int
+    tokens: int  # tokens sampled, summed over particles
+    seconds: float
+    resamples: int = 0
+
+    @property
+    def checks_per_token(self) -> float:
+        return self.checks / max(self.tokens, 1)
+
+    @property
+    def ms_per_token(self) -> float:
+        return 1000 * self.seconds / max(self.tokens, 1)
+
+    def distribution(self) -> dict[str, float]:
+        """Normalised weight per distinct completion text."""
+        out: dict[str, float] = {}
+        for completion in self.completions:
+            out[completion.text] = out.get(completion.text, 0.0) + completion.weight
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "sampler": self.sampler,
+            "particles": self.particles,
+            "log_marginal": None if math.isinf(self.log_marginal) else self.log_marginal,
+            "checks": self.checks,
+            "tokens": self.tokens,
+            "checks_per_token": self.checks_per_token,
+            "ms_per_token": self.ms_per_token,
+            "resamples": self.resamples,
+            "completions": [
+                {"text": c.text, "weight": c.weight, "log_weight": c.log_weight}
+                for c in self.completions
+            ],
+        }
+
+
+def _log_mean_exp(values: list[float]) -> float:
+    array = np.asarray(values, dtype=float)
+    if not np.isfinite(array).any():
+        return NEG_INF
+    return float(np.logaddexp.reduce(array) - math.log(len(array)))
+
+
+def effective_sample_size(log_weights: list[float]) -> float:
+    array = np.asarray(log_weights, dtype=float)
+    if not np.isfinite(array).any():
+        return 0.0
+    w = np.exp(array - array.max())
+    return float(w.sum() ** 2 / (w**2).sum())
+
+
+def run_smc(
+    lm: TokenLM,
+    constraint: Constraint,
+    sampler: TokenSampler | None = None,
+    *,
+    particles: int = 5,
+    max_tokens: int = 32,
+    ess_threshold: float = 0.5,
+    resample: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+) -> GenerationResult:
+    """Run `particles` weighted particles for at most `max_tokens` tokens each.
+
+    With ``resample=False`` the particles are independent (importance sampling); one
+    particle with `MaskingSampler` is plain locally constrained decoding.
+    """
+    sampler = sampler or AWRSSampler()
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    population = [Particle(row=i) for i in range(particles)]
+    log_probs = lm.start(particles)
+    checks = tokens = resamples = 0
+    log_marginal = 0.0
+    bar = tqdm(
+        total=max_tokens, desc=f"{sampler.name} x{particles}", disable=not progress, leave=False
+    )
+    try:
+        for step in range(max_tokens):
+            running = [p for p in population if p.alive and not p.finished]
+            if not running:
+                break
+            for particle in running:
+                draw = sampler.sample(
+                    _masked(log_probs[particle.row], lm), _allowed(particle, lm, constraint), rng
+                )
+                checks += draw.checks
+                tokens += 1
+                _extend(particle, draw, lm)
+            bar.update(1)
+            weights = [p.log_weight for p in population]
+            if not any(p.alive for p in population):
+                break
+            ess = effective_sample_size(weights)
+            if resample and particles > 1 and ess < ess_threshold * particles:
+                log_marginal += _log_mean_exp(weights)
+                population = _resample(population, weights, rng)
+                resamples += 1
+            running = [p for p in population if p.alive and not p.finished]
+            if not running or step == max_tokens - 1:
+                continue
+            rows = [p.row for p in running]
+            if rows != list(range(log_probs.shape[0])):
+                lm.select(rows)
+            log_probs = lm.step([p.token_ids[-1] for p in running])
+            for row, particle in enumerate(running):
+                particle.row = row
+    finally:
+        bar.close()
+    for particle in population:
+        if not particle.finished:  # ran out of tokens: outside the target
+            particle.log_weight = NEG_INF
+    final = [p.log_weight for p in population]
+    log_marginal += _log_mean_exp(final)
+    total = _log_mean_exp(final) + math.log(particles)
+    completions = [
+        Completion(
+            text=p.data.decode("utf-8", errors="replace"),
+            token_ids=p.token_ids,
+            log_weight=p.log_weight,
+            weight=math.exp(p.log_weight - total) if p.alive else 0.0,
+        )
+        for p in population
+        if p.alive
+    ]
+    completions.sort(key=lambda c: -c.weight)
+    return GenerationResult(
+        sampler=sampler.name,
+        particles=particles,
+        completions=completions,
+        log_marginal=log_marginal if completions else NEG_INF,
+        checks=checks,
+        tokens=tokens,
+        seconds=time.perf_counter() - started,
+        resamples=resamples,
+    )
+
+
+def _extend(particle: Particle, draw, lm: TokenLM) -> None:
+    """Apply one token draw: multiply the weight, append the token or end the text."""
+    if draw.token < 0:
+        particle.log_weight = NEG_INF
+        return
+    particle.log_weight += draw.log_weight
+    particle.token_ids.append(draw.token)
+    if draw.token in lm.eos_ids:
+        particle.finished = True
+    else:
+        particle.data += lm.token_bytes[draw.token]
+
+
+def _resample(population: list[Particle], log_weights: list[float], rng) -> list[Particle]:
+    """Multinomial resampling; every copy starts again from weight 1."""
+    normalised = np.exp(np.asarray(log_weights) - max(log_weights))
+    picks = rng.choice(len(population), size=len(population), p=normalised / normalised.sum())
+    copies = [population[i].copy() for i in picks]
+    for particle in copies:
+        particle.log_weight = 0.0
+    return copies
+
+
+def _masked(log_probs: np.ndarray, lm: TokenLM) -> np.ndarray:
+    out = log_probs.copy()
+    out[lm.forbidden] = NEG_INF
+    return out
+
+
+def _allowed(particle: Particle, lm: TokenLM, constraint: Constraint):
+    """The check a sampler calls: the end-of-turn token needs a complete text."""
+    data = particle.data
+
+    def allowed(token: int) -> bool:
+        if token in lm.eos_ids:
+            return constraint.complete(data)
+        return constraint.prefix(data + lm.token_bytes[token])
+
+    return allowed

@@ -1,0 +1,127 @@
+"""`tokensieve generate` on a tiny model directory, and its answers to bad input."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+
+import pytest
+
+from tokensieve.cli import main
+
+
+@pytest.fixture
+def predicates(tmp_path, monkeypatch):
+    (tmp_path / "user_predicates.py").write_text(
+        "def no_e(text):\n    return 'e' not in text\n\n"
+        "def short(text, complete):\n"
+        "    return len(text) <= 2 and (len(text) > 0 or not complete)\n\n"
+        "def boom(text):\n    raise ValueError('broken on purpose')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("user_predicates", None)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("sampler", ["masking", "awrs", "smc"])
+def test_generate_json_output(capsys, tiny_dir, sampler):
+    code, out, _ = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "Letters:",
+        "--regex",
+        "[ab]{1,3}",
+        "--sampler",
+        sampler,
+        "--max-tokens",
+        "4",
+        "--model",
+        str(tiny_dir),
+        "--json",
+        "--seed",
+        "1",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["sampler"] == sampler and data["completions"]
+    assert abs(sum(c["weight"] for c in data["completions"]) - 1) < 1e-9
+    for completion in data["completions"]:
+        assert set(completion["text"]) <= {"a", "b"} and 1 <= len(completion["text"]) <= 3
+    if sampler == "masking":
+        assert data["checks_per_token"] > 300
+
+
+def test_generate_with_two_argument_predicate(capsys, tiny_dir, predicates):
+    code, out, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "x",
+        "--predicate",
+        "user_predicates:short",
+        "--model",
+        str(tiny_dir),
+        "--sampler",
+        "smc",
+        "--particles",
+        "3",
+        "--max-tokens",
+        "4",
+        "--quiet",
+    )
+    assert code == 0
+    assert "checks/token" in err
+    texts = [ast.literal_eval(line.split(None, 1)[1]) for line in out.splitlines()]
+    assert texts and all(1 <= len(text) <= 2 for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--regex", "[a-"], "invalid regular expression"),
+        (["--regex", ""], "empty"),
+        (["--predicate", "nosuchmodule_xyz:f"], "cannot import"),
+        (["--predicate", "user_predicates:missing"], "no function"),
+        (["--predicate", "no_colon"], "module:function"),
+        (["--predicate", "user_predicates:boom"], "raised ValueError: broken on purpose"),
+        ([], "exactly one constraint"),
+        (["--regex", "a", "--predicate", "user_predicates:no_e"], "exactly one constraint"),
+        (["--regex", "a", "--particles", "0"], "at least 1"),
+        (["--regex", "a", "--max-tokens", "0"], "at least 1"),
+        (["--regex", "a", "--ess-threshold", "2"], "ess-threshold"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, tiny_dir, predicates, argv, message):
+    code, _, err = run(
+        capsys, "generate", "--prompt", "hi", "--model", str(tiny_dir), "--quiet", *argv
+    )
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_unsatisfiable_within_budget_exits_1(capsys, tiny_dir):
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "hi",
+        "--regex",
+        "[ab]{30}",
+        "--max-tokens",
+        "3",
+        "--model",
+        str(tiny_dir),
+        "--quiet",
+    )
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "error: no completion satisfies the constraint within 3 tokens"
+    )

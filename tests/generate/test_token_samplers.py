@@ -1,0 +1,111 @@
+"""AWRS and masking on distributions small enough to know exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler
+
+V = 120
+
+
+def setup(seed: int, peaked: float = 2.0, allowed_every: int = 7):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=V) * peaked
+    logp = logits - np.logaddexp.reduce(logits)
+    allowed_set = {v for v in range(V) if v % allowed_every == 3 % allowed_every}
+    p = np.exp(logp)
+    exact = np.array([p[v] if v in allowed_set else 0.0 for v in range(V)])
+    return logp, allowed_set, exact
+
+
+@pytest.mark.parametrize("sampler", [AWRSSampler(), MaskingSampler()])
+def test_local_draw_matches_exact_constrained_distribution(sampler):
+    logp, allowed_set, exact = setup(0)
+    rng = np.random.default_rng(1)
+    draws = 20000
+    counts = np.zeros(V)
+    for _ in range(draws):
+        counts[sampler.sample(logp, allowed_set.__contains__, rng).token] += 1
+    target = exact / exact.sum()
+    tv = 0.5 * np.abs(counts / draws - target).sum()
+    assert counts[[v for v in range(V) if v not in allowed_set]].sum() == 0
+    assert tv < 0.02, tv
+    # Goodness of fit: Pearson's chi-square well below its 0.999 quantile (df = 16).
+    support = target > 0
+    chi2 = (((counts - draws * target) ** 2)[support] / (draws * target[support])).sum()
+    assert chi2 < 39.3, chi2
+
+
+def test_awrs_weights_are_properly_weighted_and_unbiased():
+    """E[w] = Z and E[w · 1{x = v}] = p(v) c(v) for every token v."""
+    logp, allowed_set, exact = setup(2)
+    rng = np.random.default_rng(3)
+    draws = 40000
+    weighted = np.zeros(V)
+    weights = np.empty(draws)
+    for i in range(draws):
+        draw = AWRSSampler().sample(logp, allowed_set.__contains__, rng)
+        weights[i] = np.exp(draw.log_weight)
+        weighted[draw.token] += weights[i]
+    z = exact.sum()
+    standard_error = weights.std() / np.sqrt(draws)
+    assert abs(weights.mean() - z) < 4 * standard_error, (weights.mean(), z, standard_error)
+    np.testing.assert_allclose(weighted / draws, exact, atol=5 * standard_error)
+
+
+def test_masking_weight_is_exactly_the_allowed_mass():
+    logp, allowed_set, exact = setup(4)
+    draw = MaskingSampler().sample(logp, allowed_set.__contains__, np.random.default_rng(0))
+    assert draw.log_weight == pytest.approx(np.log(exact.sum()), rel=1e-12)
+    assert draw.checks == V
+
+
+def test_awrs_needs_few_checks_when_the_model_agrees_with_the_constraint():
+    logp, allowed_set, _ = setup(5, peaked=4.0, allowed_every=2)
+    rng = np.random.default_rng(0)
+    checks = [AWRSSampler().sample(logp, allowed_set.__contains__, rng).checks for _ in range(500)]
+    assert np.mean(checks) < 4 < V
+
+
+def test_nothing_allowed_kills_the_draw():
+    logp, _, _ = setup(6)
+    for sampler in (AWRSSampler(), MaskingSampler()):
+        draw = sampler.sample(logp, lambda v: False, np.random.default_rng(0))
+        assert draw.token == -1 and draw.log_weight == float("-inf")
+        assert draw.checks == V
+
+
+def test_impossible_tokens_are_never_checked_and_weight_counts_full_mass():
+    logp, allowed_set, exact = setup(7)
+    masked = logp.copy()
+    masked[:10] = -np.inf  # e.g. forbidden special tokens
+    seen = []
+
+    def allowed(v):
+        seen.append(v)
+        return v in allowed_set
+
+    draw = MaskingSampler().sample(masked, allowed, np.random.default_rng(0))
+    assert min(seen) >= 10
+    assert draw.log_weight == pytest.approx(np.log(exact[10:].sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("accepts", [3, 6])
+def test_geometric_awrs_is_exact_and_properly_weighted(accepts):
+    logp, allowed_set, exact = setup(8)
+    rng = np.random.default_rng(9)
+    draws = 20000
+    counts, weighted, weights = np.zeros(V), np.zeros(V), np.empty(draws)
+    sampler = AWRSSampler(accepts=accepts)
+    for i in range(draws):
+        draw = sampler.sample(logp, allowed_set.__contains__, rng)
+        weights[i] = np.exp(draw.log_weight)
+        counts[draw.token] += 1
+        weighted[draw.token] += weights[i]
+    target = exact / exact.sum()
+    assert 0.5 * np.abs(counts / draws - target).sum() < 0.02
+    standard_error = weights.std() / np.sqrt(draws)
+    assert abs(weights.mean() - exact.sum()) < 4 * standard_error
+    np.testing.assert_allclose(weighted / draws, exact, atol=5 * standard_error)
