@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ lint: $(STAMP)
 
 bench-signals: $(STAMP)
 	$(PY) benchmarks/signals.py
+
+# genlm-control 0.4.1 runs beside our transformers/torch, so it shares .venv;
+# Debian's wamerican gives the word list of the `wordlist` task.
+bench-generate: $(STAMP)
+	$(PIP) install -q -e '.[bench]' $(TORCH)
+	test -f /usr/share/dict/words || (apt-get update -qq && apt-get install -y -qq wamerican)
+	$(PY) benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .ruff_cache

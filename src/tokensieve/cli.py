@@ -21,21 +21,23 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def _read_text(args) -> str:
-    if args.text is not None:
-        return args.text
-    if args.file == "-":
-        data = sys.stdin.buffer.read()
-        name = "standard input"
+def _read_file(name: str) -> str:
+    """A user's UTF-8 text file ('-' is standard input), or a one-line error."""
+    if name == "-":
+        data, shown = sys.stdin.buffer.read(), "standard input"
     else:
-        path = Path(args.file)
+        path = Path(name)
         if not path.is_file():
-            raise UserError(f"cannot read '{args.file}': no such file")
-        data, name = path.read_bytes(), f"'{args.file}'"
+            raise UserError(f"cannot read '{name}': no such file")
+        data, shown = path.read_bytes(), f"'{name}'"
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{name} is not UTF-8 text (byte {exc.start})") from None
+        raise UserError(f"{shown} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_text(args) -> str:
+    return args.text if args.text is not None else _read_file(args.file)
 
 
 def _check_rho(rho: float) -> float:
@@ -106,15 +108,27 @@ def _print_summary(signals, summary: dict, directory: Path) -> None:
 def cmd_generate(args) -> int:
     import json
 
-    from tokensieve.generate import PredicateConstraint, RegexConstraint, generate
+    from tokensieve.generate import (
+        LLGuidanceConstraint,
+        PredicateConstraint,
+        RegexConstraint,
+        generate,
+    )
     from tokensieve.models import load_model
 
-    if (args.regex is None) == (args.predicate is None):
-        raise UserError("give exactly one constraint: --regex or --predicate")
+    given = [args.regex, args.json_schema, args.grammar, args.predicate]
+    if sum(x is not None for x in given) != 1:
+        raise UserError(
+            "give exactly one constraint: --regex, --json-schema, --grammar or --predicate"
+        )
     if not 0.0 <= args.ess_threshold <= 1.0:
         raise UserError(f"--ess-threshold must be in [0, 1], got {args.ess_threshold}")
     if args.regex is not None:
         constraint = RegexConstraint(args.regex)
+    elif args.json_schema is not None:
+        constraint = LLGuidanceConstraint.from_json_schema(_read_file(args.json_schema))
+    elif args.grammar is not None:
+        constraint = LLGuidanceConstraint.from_lark(_read_file(args.grammar))
     else:
         constraint = PredicateConstraint.from_spec(args.predicate)
     if not args.prompt.strip():
@@ -197,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True, help="what the model is asked")
     constraint = gen.add_argument_group("constraint (exactly one)")
     constraint.add_argument("--regex", help="the whole answer must match this expression")
+    constraint.add_argument("--json-schema", metavar="FILE", help="a JSON Schema file")
+    constraint.add_argument("--grammar", metavar="FILE", help="a Lark grammar file (llguidance)")
     constraint.add_argument(
         "--predicate",
         metavar="MODULE:FUNCTION",

@@ -125,3 +125,64 @@ def test_unsatisfiable_within_budget_exits_1(capsys, tiny_dir):
     assert err.strip().splitlines()[-1] == (
         "error: no completion satisfies the constraint within 3 tokens"
     )
+
+
+def test_generate_with_json_schema_and_grammar(capsys, tiny_dir, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "boolean"}')
+    code, out, _ = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "ok?",
+        "--json-schema",
+        str(schema),
+        "--model",
+        str(tiny_dir),
+        "--max-tokens",
+        "8",
+        "--json",
+        "--sampler",
+        "smc",
+    )
+    assert code == 0
+    assert {c["text"] for c in json.loads(out)["completions"]} <= {"true", "false"}
+    grammar = tmp_path / "g.lark"
+    grammar.write_text('start: "yes" | "no"\n')
+    code, out, _ = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "ok?",
+        "--grammar",
+        str(grammar),
+        "--model",
+        str(tiny_dir),
+        "--max-tokens",
+        "8",
+        "--json",
+    )
+    assert code == 0
+    assert {c["text"] for c in json.loads(out)["completions"]} <= {"yes", "no"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "content", "message"),
+    [
+        ("--json-schema", '{"type": "nonsense"}', "invalid JSON schema"),
+        ("--json-schema", "{not json", "not valid JSON"),
+        ("--grammar", "start: foo\n", "invalid grammar"),
+        ("--grammar", "", "empty"),
+    ],
+)
+def test_invalid_schema_or_grammar(capsys, tiny_dir, tmp_path, flag, content, message):
+    path = tmp_path / "spec"
+    path.write_text(content)
+    code, _, err = run(capsys, "generate", "--prompt", "x", flag, str(path), "--quiet")
+    assert code == 2 and err.startswith("error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_missing_schema_file(capsys):
+    code, _, err = run(capsys, "generate", "--prompt", "x", "--json-schema", "/no/such.json")
+    assert code == 2 and "no such file" in err

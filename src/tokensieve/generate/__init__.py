@@ -2,6 +2,7 @@
 
 from tokensieve.generate.api import generate
 from tokensieve.generate.constraints import Constraint, PredicateConstraint, RegexConstraint
+from tokensieve.generate.grammar import LLGuidanceConstraint
 from tokensieve.generate.language_model import TokenLM
 from tokensieve.generate.smc import GenerationResult, run_smc
 from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler, TokenSampler
@@ -10,6 +11,7 @@ __all__ = [
     "AWRSSampler",
     "Constraint",
     "GenerationResult",
+    "LLGuidanceConstraint",
     "MaskingSampler",
     "PredicateConstraint",
     "RegexConstraint",

@@ -1,0 +1,442 @@
+"""Benchmark: controlled generation, ours vs genlm-control, on the embedded model.
+
+Tasks (same prompts, same constraint functions for both libraries):
+- ``iso_date``: regular expression ``[0-9]{4}-[0-9]{2}-[0-9]{2}``;
+- ``wordlist``: every word must be in Debian's ``wamerican`` list (/usr/share/dict/words);
+- ``lipogram``: a sentence without the letter "e";
+- ``capital``: one of seven capital names, small enough to enumerate every valid
+  completion, so sampled distributions are compared with the exact conditional.
+
+Methods: ours ``masking`` (every token checked), ``awrs`` (1 particle) and ``smc``
+(5, 10 particles); genlm-control's ``AWRS`` token sampler with its ``smc`` (1, 5, 10
+particles). genlm-control sees the constraint through a byte-level `Potential` that
+calls the very same Python check, counted the same way, so checks per token compare
+the samplers, not the constraint engines.
+
+Run: ``make bench-generate`` (installs genlm-control 0.4.1 and Debian's wamerican).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from common import Checkpoint, environment_record, median_iqr, record, write_results  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from tokensieve import load_model  # noqa: E402
+from tokensieve.generate import (  # noqa: E402
+    AWRSSampler,
+    MaskingSampler,
+    PredicateConstraint,
+    RegexConstraint,
+    TokenLM,
+    run_smc,
+)
+from tokensieve.generate.api import prompt_ids  # noqa: E402
+from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
+
+WORDS = Path("/usr/share/dict/words")
+CAPITALS = ("Paris", "London", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna")
+
+
+@lru_cache(maxsize=1)
+def word_sets() -> tuple[frozenset, frozenset]:
+    words = {w.strip().lower() for w in WORDS.read_text(encoding="utf-8").split() if w.isalpha()}
+    prefixes = {w[:i] for w in words for i in range(1, len(w) + 1)}
+    return frozenset(words), frozenset(prefixes)
+
+
+def every_word_in_list(text: str, complete: bool) -> bool:
+    """Letters form words of the list; other characters are limited to simple punctuation."""
+    words, prefixes = word_sets()
+    if any(not (ch.isalpha() and ch.isascii()) and ch not in " ,.'" for ch in text):
+        return False
+    pieces = text.replace(",", " ").replace(".", " ").replace("'", " ").split(" ")
+    last_open = not complete and text and text[-1].isalpha()
+    for index, piece in enumerate(pieces):
+        if not piece:
+            continue
+        final = index == len(pieces) - 1 and last_open
+        if (piece.lower() not in prefixes) if final else (piece.lower() not in words):
+            return False
+    return not complete or (len(text.split()) >= 3 and text.endswith("."))
+
+
+def lipogram(text: str, complete: bool) -> bool:
+    """No letter e; a complete answer is one sentence of at least four words."""
+    if "e" in text.lower() or "\n" in text:
+        return False
+    return not complete or (text.endswith(".") and len(text.split()) >= 4)
+
+
+TASKS = {
+    "iso_date": (
+        "Give me a date in ISO format (YYYY-MM-DD). Answer with the date only.",
+        lambda: RegexConstraint(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+        16,
+    ),
+    "wordlist": (
+        "Write one short sentence about the sea.",
+        lambda: PredicateConstraint(every_word_in_list, name="wordlist"),
+        24,
+    ),
+    "lipogram": (
+        "Write one short sentence about a cat without using the letter e.",
+        lambda: PredicateConstraint(lipogram, name="lipogram"),
+        24,
+    ),
+    "capital": (
+        "Name one European capital city. Answer with the name only.",
+        lambda: RegexConstraint("(" + "|".join(CAPITALS) + ")"),
+        6,
+    ),
+}
+
+
+class Counted:
+    """Wraps a constraint and counts its checks (both libraries call through this)."""
+
+    def __init__(self, constraint):
+        self.constraint = constraint
+        self.calls = 0
+
+    def prefix(self, data: bytes) -> bool:
+        self.calls += 1
+        return self.constraint.prefix(data)
+
+    def complete(self, data: bytes) -> bool:
+        self.calls += 1
+        return self.constraint.complete(data)
+
+
+def run_ours(model, tokenizer, task, method, particles, seed):
+    prompt, make, max_tokens = TASKS[task]
+    counted = Counted(make())
+    lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt))
+    sampler = MaskingSampler() if method == "masking" else AWRSSampler()
+    result = run_smc(
+        lm,
+        counted,
+        sampler,
+        particles=particles,
+        max_tokens=max_tokens,
+        resample=method == "smc",
+        seed=seed,
+    )
+    return {
+        "checks": counted.calls,
+        "tokens": result.tokens,
+        "seconds": result.seconds,
+        "posterior": result.distribution(),
+        "log_marginal": result.log_marginal,
+    }
+
+
+class GenlmRun:
+    """genlm-control's AWRS + SMC on the same cached model directory and prompt."""
+
+    def __init__(self, tokenizer):
+        from genlm.control import PromptedLLM
+
+        directory = str(converted_gguf(embedded_model_file()))
+        self.tokenizer = tokenizer
+        self.llm = PromptedLLM.from_name(directory, backend="hf", eos_tokens=[b"<|im_end|>"])
+
+    def run(self, task, particles, seed):
+        from genlm.control import AWRS, Potential
+
+        prompt, make, max_tokens = TASKS[task]
+        counted = Counted(make())
+
+        class Condition(Potential):
+            def __init__(self):
+                super().__init__(list(range(256)))
+
+            async def prefix(self, context):
+                return 0.0 if counted.prefix(bytes(context)) else float("-inf")
+
+            async def complete(self, context):
+                return 0.0 if counted.complete(bytes(context)) else float("-inf")
+
+        self.llm.prompt_ids = prompt_ids(self.tokenizer, prompt)
+        sampler = AWRS(self.llm, Condition().coerce(self.llm, f=b"".join), seed=seed)
+        started = time.perf_counter()
+        sequences = asyncio.run(
+            sampler.smc(n_particles=particles, ess_threshold=0.5, max_tokens=max_tokens)
+        )
+        seconds = time.perf_counter() - started
+        tokens = sum(len(context) for context in sequences.contexts)
+        posterior = {}
+        for text, weight in sequences.decoded_posterior.items():
+            posterior[text] = posterior.get(text, 0.0) + float(weight)
+        return {
+            "checks": counted.calls,
+            "tokens": tokens,
+            "seconds": seconds,
+            "posterior": posterior,
+            "log_marginal": float(sequences.log_ml),
+        }
+
+
+def exact_distribution(model, tokenizer, task) -> dict[str, float]:
+    """Every constrained token path of the `capital` task, probabilities multiplied out."""
+    prompt, make, max_tokens = TASKS[task]
+    constraint = make()
+    lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt))
+    allowed_first = [t for t in range(lm.vocab_size) if not lm.forbidden[t] and lm.token_bytes[t]]
+    mass: dict[str, float] = {}
+
+    def walk(path, data, log_p):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([lm.prompt_ids + path])).logits[0, -1]
+        logp = torch.log_softmax(logits.double(), -1).numpy()
+        if constraint.complete(data):
+            for eos in lm.eos_ids:
+                text = data.decode()
+                mass[text] = mass.get(text, 0.0) + math.exp(log_p + logp[eos])
+        if len(path) + 1 >= max_tokens:
+            return
+        for token in allowed_first:
+            extended = data + lm.token_bytes[token]
+            if constraint.prefix(extended):
+                walk(path + [token], extended, log_p + logp[token])
+
+    walk([], b"", 0.0)
+    total = sum(mass.values())
+    return {k: v / total for k, v in mass.items()}
+
+
+def tv(a: dict, b: dict) -> float:
+    return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
+
+
+def kl(estimate: dict, exact: dict) -> float:
+    """KL(estimate ‖ exact): finite because samples only land on valid strings."""
+    return sum(p * math.log(p / exact[k]) for k, p in estimate.items() if p > 0)
+
+
+METHODS = [  # (implementation, method, particles)
+    ("tokensieve", "masking", 1),
+    ("tokensieve", "awrs", 1),
+    ("tokensieve", "smc", 5),
+    ("tokensieve", "smc", 10),
+    ("genlm-control", "awrs", 1),
+    ("genlm-control", "smc", 5),
+    ("genlm-control", "smc", 10),
+]
+
+
+def measure(args, model, tokenizer, genlm, checkpoint):
+    records = []
+    cells = [(t, *m) for t in args.tasks for m in METHODS]
+    for task, implementation, method, particles in tqdm(cells, desc="cells"):
+        repeats = args.exact_runs if task == "capital" else args.repeats
+        key = f"{task}/{implementation}/{method}/{particles}/{repeats}"
+        if (done := checkpoint.get(key)) is not None:
+            records += done
+            continue
+        runs = []
+        for seed in range(repeats):
+            if implementation == "tokensieve":
+                runs.append(run_ours(model, tokenizer, task, method, particles, seed))
+            else:
+                runs.append(genlm.run(task, particles, seed))
+        setting = {"task": task, "particles": particles, "model": EMBEDDED_NAME}
+        cell = []
+        per_run = {
+            "checks_per_token": [r["checks"] / max(r["tokens"], 1) for r in runs],
+            "ms_per_token": [1000 * r["seconds"] / max(r["tokens"], 1) for r in runs],
+        }
+        units = {"checks_per_token": "checks/token", "ms_per_token": "ms/token"}
+        for metric, values in per_run.items():
+            med, spread = median_iqr(values)
+            cell.append(
+                record(
+                    "generate",
+                    method,
+                    implementation,
+                    setting,
+                    metric,
+                    med,
+                    units[metric],
+                    repeats,
+                    spread,
+                )
+            )
+        valid = float(np.mean([bool(r["posterior"]) for r in runs]))
+        cell.append(
+            record(
+                "generate",
+                method,
+                implementation,
+                setting,
+                "valid_fraction",
+                valid,
+                "fraction of runs with a valid completion",
+                repeats,
+            )
+        )
+        if task == "capital":
+            pooled: dict[str, float] = {}
+            for r in runs:
+                for text, weight in r["posterior"].items():
+                    pooled[text] = pooled.get(text, 0.0) + weight / len(runs)
+            total = sum(pooled.values()) or 1.0
+            pooled = {k: v / total for k, v in pooled.items()}
+            exact = args.exact
+            cell.append(
+                record(
+                    "generate",
+                    method,
+                    implementation,
+                    setting,
+                    "tv_to_exact",
+                    tv(pooled, exact),
+                    "total variation",
+                    repeats,
+                )
+            )
+            cell.append(
+                record(
+                    "generate",
+                    method,
+                    implementation,
+                    setting,
+                    "kl_to_exact",
+                    kl(pooled, exact),
+                    "nats, KL(sampled ‖ exact)",
+                    repeats,
+                )
+            )
+        checkpoint.put(key, cell)
+        records += cell
+    return records
+
+
+def table(records) -> str:
+    env = next(r["setting"] for r in records if r["metric"] == "environment")
+    rows: dict = {}
+    for r in records:
+        if r["metric"] == "environment":
+            continue
+        key = (r["setting"]["task"], r["implementation"], r["method"], r["setting"]["particles"])
+        rows.setdefault(key, {})[r["metric"]] = r
+    lines = [
+        "# generate: controlled generation, tokensieve vs genlm-control",
+        "",
+        f"Model {EMBEDDED_NAME} (CPU), torch {env['torch']}, transformers "
+        f"{env['transformers']}, genlm-control {env['genlm-control']}. Medians over seeds "
+        "± interquartile range; checks are calls of the same constraint function.",
+        "",
+        "| task | implementation | method | particles | checks/token | ms/token | valid "
+        "| TV to exact | KL to exact |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (task, impl, method, particles), m in rows.items():
+        c, t = m["checks_per_token"], m["ms_per_token"]
+        exact = (
+            (f"{m['tv_to_exact']['value']:.3f}", f"{m['kl_to_exact']['value']:.3f}")
+            if "tv_to_exact" in m
+            else ("", "")
+        )
+        lines.append(
+            f"| {task} | {impl} | {method} | {particles} | {c['value']:.1f} ± {c['spread']:.1f} "
+            f"| {t['value']:.1f} ± {t['spread']:.1f} | {m['valid_fraction']['value']:.2f} "
+            f"| {exact[0]} | {exact[1]} |"
+        )
+    lines += ["", "Ratios (tokensieve ÷ genlm-control, same task, method and particles):", ""]
+    lines += [
+        "| task | method | particles | checks ratio | time ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (task, impl, method, particles), m in rows.items():
+        theirs = rows.get((task, "genlm-control", method, particles))
+        if impl != "tokensieve" or theirs is None:
+            continue
+        lines.append(
+            f"| {task} | {method} | {particles} | "
+            f"{m['checks_per_token']['value'] / theirs['checks_per_token']['value']:.2f} | "
+            f"{m['ms_per_token']['value'] / theirs['ms_per_token']['value']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plots(records) -> dict[str, bytes]:
+    out = {}
+    data = [r for r in records if r["metric"] in ("checks_per_token", "ms_per_token")]
+    tasks = list(dict.fromkeys(r["setting"]["task"] for r in data))
+    labels = [f"{i[0][:6]} {m}×{p}" for i, m, p in METHODS]
+    for metric, title in (
+        ("checks_per_token", "constraint checks per token"),
+        ("ms_per_token", "milliseconds per token"),
+    ):
+        fig, ax = plt.subplots(figsize=(10, 4))
+        width = 0.8 / len(METHODS)
+        for j, (impl, method, particles) in enumerate(METHODS):
+            values = []
+            for task in tasks:
+                match = [
+                    r["value"]
+                    for r in data
+                    if r["metric"] == metric
+                    and r["setting"]["task"] == task
+                    and r["implementation"] == impl
+                    and r["method"] == method
+                    and r["setting"]["particles"] == particles
+                ]
+                values.append(match[0] if match else 0)
+            ax.bar(
+                [x + j * width for x in range(len(tasks))],
+                values,
+                width,
+                label=labels[j],
+                hatch="//" if impl != "tokensieve" else None,
+            )
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))], tasks)
+        ax.set_yscale("log")
+        ax.set_ylabel(title + " (log)")
+        ax.set_title(f"{title}: tokensieve vs genlm-control ({EMBEDDED_NAME})")
+        ax.legend(fontsize=7, ncol=2)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        out[f"generate-{metric.replace('_', '-')}.png"] = buffer.getvalue()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--exact-runs", type=int, default=20)
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args()
+    if not WORDS.is_file():
+        raise SystemExit(f"{WORDS} is missing: install Debian's wamerican (make bench-generate)")
+    torch.manual_seed(0)
+    model, tokenizer = load_model()
+    genlm = GenlmRun(tokenizer)
+    checkpoint = Checkpoint("generate", fresh=args.fresh)
+    args.exact = exact_distribution(model, tokenizer, "capital") if "capital" in args.tasks else {}
+    print("exact capital distribution:", {k: round(v, 4) for k, v in args.exact.items()})
+    records = [environment_record("generate", ["tokensieve", "genlm-control"])]
+    records += measure(args, model, tokenizer, genlm, checkpoint)
+    markdown = table(records)
+    write_results("generate", records, markdown, plots(records))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
