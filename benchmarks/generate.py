@@ -4,12 +4,15 @@ Tasks (same prompts, same constraint functions for both libraries):
 - ``iso_date``: regular expression ``[0-9]{4}-[0-9]{2}-[0-9]{2}``;
 - ``wordlist``: every word must be in Debian's ``wamerican`` list (/usr/share/dict/words);
 - ``lipogram``: a sentence without the letter "e";
+- ``json_person``: a small JSON schema (name and age);
 - ``capital``: one of seven capital names, small enough to enumerate every valid
   completion, so sampled distributions are compared with the exact conditional.
 
 Methods: ours ``masking`` (every token checked), ``awrs`` (1 particle) and ``smc``
 (5, 10 particles); genlm-control's ``AWRS`` token sampler with its ``smc`` (1, 5, 10
-particles). genlm-control sees the constraint through a byte-level `Potential` that
+particles); ``llguidance`` masking (our masking sampler fed llguidance's full-vocabulary
+token mask, one mask computation per token, counted as one check) where the constraint
+is a regex or schema. genlm-control sees the constraint through a byte-level `Potential` that
 calls the very same Python check, counted the same way, so checks per token compare
 the samplers, not the constraint engines.
 
@@ -38,6 +41,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from tokensieve import load_model  # noqa: E402
 from tokensieve.generate import (  # noqa: E402
     AWRSSampler,
+    LLGuidanceConstraint,
     MaskingSampler,
     PredicateConstraint,
     RegexConstraint,
@@ -48,7 +52,25 @@ from tokensieve.generate.api import prompt_ids  # noqa: E402
 from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
 
 WORDS = Path("/usr/share/dict/words")
-CAPITALS = ("Paris", "London", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna")
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 16},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+CAPITALS_PATTERN = (
+    "(" + "|".join(("Paris", "London", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna")) + ")"
+)
+# The same constraint as llguidance grammars, for its full-vocabulary token masks.
+LLGUIDANCE = {
+    "iso_date": lambda: LLGuidanceConstraint.from_regex(ISO_DATE),
+    "capital": lambda: LLGuidanceConstraint.from_regex(CAPITALS_PATTERN),
+    "json_person": lambda: LLGuidanceConstraint.from_json_schema(PERSON_SCHEMA),
+}
 
 
 @lru_cache(maxsize=1)
@@ -84,7 +106,7 @@ def lipogram(text: str, complete: bool) -> bool:
 TASKS = {
     "iso_date": (
         "Give me a date in ISO format (YYYY-MM-DD). Answer with the date only.",
-        lambda: RegexConstraint(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+        lambda: RegexConstraint(ISO_DATE),
         16,
     ),
     "wordlist": (
@@ -97,9 +119,14 @@ TASKS = {
         lambda: PredicateConstraint(lipogram, name="lipogram"),
         24,
     ),
+    "json_person": (
+        "Describe a person as JSON with a name and an age.",
+        lambda: LLGuidanceConstraint.from_json_schema(PERSON_SCHEMA),
+        32,
+    ),
     "capital": (
         "Name one European capital city. Answer with the name only.",
-        lambda: RegexConstraint("(" + "|".join(CAPITALS) + ")"),
+        lambda: RegexConstraint(CAPITALS_PATTERN),
         6,
     ),
 }
@@ -121,14 +148,14 @@ class Counted:
         return self.constraint.complete(data)
 
 
-def run_ours(model, tokenizer, task, method, particles, seed):
+def run_ours(model, tokenizer, task, method, particles, seed, llguidance=False):
     prompt, make, max_tokens = TASKS[task]
-    counted = Counted(make())
+    constraint = LLGUIDANCE[task]() if llguidance else Counted(make())
     lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt))
     sampler = MaskingSampler() if method == "masking" else AWRSSampler()
     result = run_smc(
         lm,
-        counted,
+        constraint,
         sampler,
         particles=particles,
         max_tokens=max_tokens,
@@ -136,7 +163,7 @@ def run_ours(model, tokenizer, task, method, particles, seed):
         seed=seed,
     )
     return {
-        "checks": counted.calls,
+        "checks": result.checks if llguidance else constraint.calls,
         "tokens": result.tokens,
         "seconds": result.seconds,
         "posterior": result.distribution(),
@@ -229,6 +256,7 @@ def kl(estimate: dict, exact: dict) -> float:
 
 METHODS = [  # (implementation, method, particles)
     ("tokensieve", "masking", 1),
+    ("llguidance", "masking", 1),
     ("tokensieve", "awrs", 1),
     ("tokensieve", "smc", 5),
     ("tokensieve", "smc", 10),
@@ -240,7 +268,9 @@ METHODS = [  # (implementation, method, particles)
 
 def measure(args, model, tokenizer, genlm, checkpoint):
     records = []
-    cells = [(t, *m) for t in args.tasks for m in METHODS]
+    cells = [
+        (t, *m) for t in args.tasks for m in METHODS if m[0] != "llguidance" or t in LLGUIDANCE
+    ]
     for task, implementation, method, particles in tqdm(cells, desc="cells"):
         repeats = args.exact_runs if task == "capital" else args.repeats
         key = f"{task}/{implementation}/{method}/{particles}/{repeats}"
@@ -249,8 +279,18 @@ def measure(args, model, tokenizer, genlm, checkpoint):
             continue
         runs = []
         for seed in range(repeats):
-            if implementation == "tokensieve":
-                runs.append(run_ours(model, tokenizer, task, method, particles, seed))
+            if implementation in ("tokensieve", "llguidance"):
+                runs.append(
+                    run_ours(
+                        model,
+                        tokenizer,
+                        task,
+                        method,
+                        particles,
+                        seed,
+                        llguidance=implementation == "llguidance",
+                    )
+                )
             else:
                 runs.append(genlm.run(task, particles, seed))
         setting = {"task": task, "particles": particles, "model": EMBEDDED_NAME}
@@ -377,7 +417,7 @@ def plots(records) -> dict[str, bytes]:
     out = {}
     data = [r for r in records if r["metric"] in ("checks_per_token", "ms_per_token")]
     tasks = list(dict.fromkeys(r["setting"]["task"] for r in data))
-    labels = [f"{i[0][:6]} {m}×{p}" for i, m, p in METHODS]
+    labels = [f"{impl[:6]} {method}×{particles}" for impl, method, particles in METHODS]
     for metric, title in (
         ("checks_per_token", "constraint checks per token"),
         ("ms_per_token", "milliseconds per token"),
@@ -402,7 +442,7 @@ def plots(records) -> dict[str, bytes]:
                 values,
                 width,
                 label=labels[j],
-                hatch="//" if impl != "tokensieve" else None,
+                hatch="//" if impl == "genlm-control" else None,
             )
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))], tasks)
         ax.set_yscale("log")
@@ -431,7 +471,7 @@ def main() -> None:
     checkpoint = Checkpoint("generate", fresh=args.fresh)
     args.exact = exact_distribution(model, tokenizer, "capital") if "capital" in args.tasks else {}
     print("exact capital distribution:", {k: round(v, 4) for k, v in args.exact.items()})
-    records = [environment_record("generate", ["tokensieve", "genlm-control"])]
+    records = [environment_record("generate", ["tokensieve", "genlm-control", "llguidance"])]
     records += measure(args, model, tokenizer, genlm, checkpoint)
     markdown = table(records)
     write_results("generate", records, markdown, plots(records))

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from tokensieve.generate import AWRSSampler, MaskingSampler, RegexConstraint, TokenLM, run_smc
+from tokensieve.generate import (
+    AWRSSampler,
+    LLGuidanceConstraint,
+    MaskingSampler,
+    RegexConstraint,
+    TokenLM,
+    run_smc,
+)
 from tokensieve.generate.api import prompt_ids
 from tokensieve.models import tiny_model
 
@@ -146,3 +153,39 @@ def test_all_particles_die_when_nothing_can_complete(problem):
     never = RegexConstraint(r"[a-c]{20}")  # needs more tokens than allowed
     result = run_smc(TokenLM(model, tokenizer, prompt), never, particles=3, max_tokens=3)
     assert result.completions == [] and result.log_marginal == float("-inf")
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        LLGuidanceConstraint.from_lark('start: ("a" | "b")+ " " ("yes" | "no")'),
+        LLGuidanceConstraint.from_json_schema({"enum": ["red", "green", "blue", [1, 2]]}),
+    ],
+)
+def test_llguidance_token_mask_equals_per_token_checks(constraint):
+    """One llguidance mask gives the same allowed set, so the same draws, as checking
+    every token through the byte-level parser."""
+    model, tokenizer = tiny_model(seed=1, head_scale=3.0)
+    prompt = prompt_ids(tokenizer, "Go:")
+    finished = 0
+    for seed in range(3):
+        runs = [
+            run_smc(
+                TokenLM(model, tokenizer, prompt),
+                constraint,
+                MaskingSampler(),
+                particles=2,
+                max_tokens=6,
+                resample=False,
+                seed=seed,
+                token_masks=use,
+            )
+            for use in (True, False)
+        ]
+        with_masks, with_checks = runs
+        assert [c.token_ids for c in with_masks.completions] == [
+            c.token_ids for c in with_checks.completions
+        ]
+        assert with_masks.checks < with_checks.checks
+        finished += len(with_checks.completions)
+    assert finished > 0

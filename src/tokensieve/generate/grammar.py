@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
+import numpy as np
+
 from tokensieve.errors import UserError
 from tokensieve.generate.constraints import Constraint
 
@@ -67,6 +69,8 @@ class LLGuidanceConstraint(Constraint):
         if self._root.is_error():
             raise UserError(f"invalid {name}: {_first_line(self._root.get_error())}")
         self._states: OrderedDict[bytes, object] = OrderedDict()
+        self._token_states: OrderedDict[tuple, object] = OrderedDict()
+        self._model_tokenizers: dict[int, object] = {}
 
     @classmethod
     def from_json_schema(cls, schema: str | dict) -> LLGuidanceConstraint:
@@ -84,6 +88,17 @@ class LLGuidanceConstraint(Constraint):
         except Exception as exc:  # llguidance reports schema problems as exceptions
             raise UserError(f"invalid JSON schema: {_first_line(exc)}") from None
         return cls(grammar, "JSON schema")
+
+    @classmethod
+    def from_regex(cls, pattern: str) -> LLGuidanceConstraint:
+        """A regular expression (llguidance's syntax, close to Rust's `regex`)."""
+        from llguidance import LLMatcher
+
+        try:
+            grammar = LLMatcher.grammar_from_regex(pattern)
+        except Exception as exc:
+            raise UserError(f"invalid regular expression: {_first_line(exc)}") from None
+        return cls(grammar, "regular expression")
 
     @classmethod
     def from_lark(cls, text: str) -> LLGuidanceConstraint:
@@ -116,6 +131,47 @@ class LLGuidanceConstraint(Constraint):
         if len(self._states) > self.cache_size:
             self._states.popitem(last=False)
         return state
+
+    def token_mask(self, lm, token_ids: list[int]) -> np.ndarray:
+        """Allowed next tokens of `lm`'s vocabulary after `token_ids`: one llguidance call.
+
+        A fast full-vocabulary mask for the masking sampler, computed by llguidance's
+        token trie over the model's own tokenizer (end-of-turn included when complete).
+        """
+        from llguidance import LLMatcher
+        from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
+
+        key = (id(lm.tokenizer), tuple(token_ids))
+        matcher = self._token_states.get(key)
+        if matcher is None:
+            if token_ids:
+                parent = self._token_states.get((id(lm.tokenizer), tuple(token_ids[:-1])))
+                matcher = parent.deep_copy() if parent is not None else None
+                pending = token_ids[-1:] if parent is not None else token_ids
+            else:
+                matcher, pending = None, []
+            if matcher is None:
+                matcher = LLMatcher(self._model_tokenizer(lm), self.grammar)
+                pending = token_ids
+            if pending:
+                matcher.consume_tokens(list(pending))
+            self._token_states[key] = matcher
+            if len(self._token_states) > self.cache_size:
+                self._token_states.popitem(last=False)
+        bitmask = allocate_token_bitmask(1, lm.vocab_size)
+        fill_next_token_bitmask(matcher, bitmask)
+        bits = np.unpackbits(bitmask.view(np.uint8), bitorder="little")
+        return bits[: lm.vocab_size].astype(bool)
+
+    def _model_tokenizer(self, lm):
+        from llguidance.hf import from_tokenizer
+
+        key = id(lm.tokenizer)
+        if key not in self._model_tokenizers:
+            self._model_tokenizers[key] = from_tokenizer(
+                lm.tokenizer, n_vocab=lm.vocab_size, eos_token=sorted(lm.eos_ids)
+            )
+        return self._model_tokenizers[key]
 
     def prefix(self, data: bytes) -> bool:
         return self._state(data) is not None

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tokensieve.generate.constraints import Constraint
 from tokensieve.generate.language_model import TokenLM
-from tokensieve.generate.token_samplers import AWRSSampler, TokenSampler
+from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler, TokenSampler
 
 NEG_INF = float("-inf")
 
@@ -124,12 +124,18 @@ def run_smc(
     resample: bool = True,
     seed: int = 0,
     progress: bool = False,
+    token_masks: bool = True,
 ) -> GenerationResult:
     """Run `particles` weighted particles for at most `max_tokens` tokens each.
 
     With ``resample=False`` the particles are independent (importance sampling); one
-    particle with `MaskingSampler` is plain locally constrained decoding.
+    particle with `MaskingSampler` is plain locally constrained decoding. When the
+    sampler is masking and the constraint offers ``token_mask`` (llguidance grammars),
+    that one call replaces per-token checks, unless ``token_masks=False``.
     """
+    use_masks = (
+        token_masks and isinstance(sampler, MaskingSampler) and hasattr(constraint, "token_mask")
+    )
     sampler = sampler or AWRSSampler()
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -146,8 +152,12 @@ def run_smc(
             if not running:
                 break
             for particle in running:
+                mask = constraint.token_mask(lm, particle.token_ids) if use_masks else None
                 draw = sampler.sample(
-                    _masked(log_probs[particle.row], lm), _allowed(particle, lm, constraint), rng
+                    _masked(log_probs[particle.row], lm),
+                    _allowed(particle, lm, constraint),
+                    rng,
+                    mask,
                 )
                 checks += draw.checks
                 tokens += 1

@@ -50,9 +50,16 @@ class TokenSampler(ABC):
     name = "sampler"
 
     def sample(
-        self, log_probs: np.ndarray, allowed: Callable[[int], bool], rng: np.random.Generator
+        self,
+        log_probs: np.ndarray,
+        allowed: Callable[[int], bool],
+        rng: np.random.Generator,
+        mask: np.ndarray | None = None,
     ) -> Draw:
-        """Args: log_probs ``[vocab]`` (log p, ``-inf`` = impossible); allowed(token)."""
+        """Args: log_probs ``[vocab]`` (log p, ``-inf`` = impossible); allowed(token);
+        mask: an optional precomputed ``[vocab]`` bool mask of allowed tokens."""
+        if mask is not None:
+            return self._sample_with_mask(log_probs, mask, rng)
         candidates = np.flatnonzero(np.isfinite(log_probs))
         if candidates.size == 0:
             return Draw(-1, NEG_INF, 0)
@@ -62,6 +69,15 @@ class TokenSampler(ABC):
         if draw.token < 0:
             return draw
         return Draw(draw.token, draw.log_weight + log_mass, draw.checks)
+
+    def _sample_with_mask(self, log_probs, mask, rng) -> Draw:
+        """With the whole mask known (one call, counted as one check), sample exactly."""
+        kept = np.flatnonzero(mask & np.isfinite(log_probs))
+        if kept.size == 0:
+            return Draw(-1, NEG_INF, 1)
+        log_z = float(np.logaddexp.reduce(log_probs[kept]))
+        probs = np.exp(log_probs[kept] - log_z)
+        return Draw(int(kept[rng.choice(kept.size, p=probs / probs.sum())]), log_z, 1)
 
     @abstractmethod
     def _sample(

@@ -1,0 +1,186 @@
+"""A transformers `Cache` that physically evicts tokens, asking a `KVPolicy` which to keep.
+
+Each layer stores keys/values ``[batch, kv_heads, kept, head_dim]`` plus, per kept slot,
+its original position and the policy's running score. The model sees a normal cache:
+
+- ``get_seq_length()`` is the number of tokens *seen* (not kept), so `generate()` keeps
+  giving new tokens their original positions. Keys are cached after RoPE, so kept keys
+  keep their original rotation (as H2O's real-drop code and kvpress do); StreamingLLM's
+  and SirLLM's re-rotation to in-cache positions is not applied.
+- ``get_mask_sizes()`` reports the physical length with an offset of seen − kept, so the
+  causal mask of a new chunk treats every kept key as past and itself as causal.
+
+Eviction runs after each layer's attention (a forward hook sees the attention weights,
+as H2O and Keyformer need), so the tokens of the current forward attended to the
+uncompressed cache and the compression applies from the next forward on, the same
+post-attention semantics as kvpress. Every layer keeps the same number of slots per
+KV head (different positions per head), so one causal mask serves all layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from tokensieve.errors import UserError
+from tokensieve.kv.policy import KVPolicy
+
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smollm3")
+
+
+class CompressedLayer(DynamicLayer):
+    """One layer's keys and values, their original positions and policy scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.cumulative_length = 0
+        self.positions: torch.Tensor | None = None  # [batch, kv_heads, kept], long
+        self.scores: torch.Tensor | None = None  # [batch, kv_heads, kept], float32
+        self.calls = 0  # forwards seen by this layer (0 = prefill)
+        self.last_query_length = 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        batch, heads, new = key_states.shape[:3]
+        positions = torch.arange(self.cumulative_length, self.cumulative_length + new)
+        positions = positions.expand(batch, heads, new)
+        zeros = torch.zeros(batch, heads, new, dtype=torch.float32)
+        if self.positions is None:
+            self.positions, self.scores = positions.clone(), zeros
+        else:
+            self.positions = torch.cat([self.positions, positions], dim=-1)
+            self.scores = torch.cat([self.scores, zeros], dim=-1)
+        self.cumulative_length += new
+        self.last_query_length = new
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
+
+    def physical_length(self) -> int:
+        return 0 if self.positions is None else int(self.positions.shape[-1])
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        kept = self.physical_length()
+        return kept + query_length, self.cumulative_length - kept
+
+    def keep(self, indices: torch.Tensor) -> None:
+        """Keep slots `indices` ``[batch, kv_heads, k]`` (sorted), freeing the rest."""
+        expanded = indices[..., None].expand(-1, -1, -1, self.keys.shape[-1])
+        self.keys = self.keys.gather(2, expanded).contiguous()
+        self.values = self.values.gather(2, expanded).contiguous()
+        self.positions = self.positions.gather(2, indices)
+        self.scores = self.scores.gather(2, indices)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a compressed cache cannot be cropped")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        if self.positions is not None:
+            self.positions = self.positions.repeat_interleave(repeats, dim=0)
+            self.scores = self.scores.repeat_interleave(repeats, dim=0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        if self.positions is not None:
+            self.positions, self.scores = self.positions[indices], self.scores[indices]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+
+class CompressedCache(Cache):
+    """The cache to pass as ``past_key_values``; eviction needs `compression(model, cache)`."""
+
+    def __init__(self, config, policy: KVPolicy):
+        model_type = getattr(config, "model_type", "")
+        kinds = getattr(config, "layer_types", None)
+        partial = (
+            any(kind != "full_attention" for kind in kinds)
+            if kinds
+            else getattr(config, "sliding_window", None) is not None
+        )
+        if partial:
+            raise UserError(
+                f"{model_type} uses sliding-window or linear attention in some layers, which "
+                "the compressed cache does not serve; it serves decoders with full attention "
+                f"in every layer ({', '.join(SUPPORTED)})"
+            )
+        layers = [CompressedLayer() for _ in range(config.num_hidden_layers)]
+        super().__init__(layers=layers)
+        self.policy = policy
+        self.budget: int | None = None
+        self.prompt_length: int | None = None
+
+    def kv_bytes(self) -> int:
+        """Bytes held by keys and values now (the memory eviction frees)."""
+        return sum(
+            layer.keys.numel() * layer.keys.element_size() * 2
+            for layer in self.layers
+            if layer.is_initialized
+        )
+
+    def kept_positions(self) -> list[torch.Tensor]:
+        """Per layer, the original positions kept, ``[batch, kv_heads, kept]``."""
+        return [layer.positions for layer in self.layers if layer.positions is not None]
+
+    def after_attention(self, layer_idx: int, attention: torch.Tensor | None) -> None:
+        """Score the layer's slots with this forward's attention, then evict to budget."""
+        layer = self.layers[layer_idx]
+        if self.budget is None:
+            self.prompt_length = layer.cumulative_length
+            self.budget = self.policy.resolve_budget(self.prompt_length)
+        self.policy.observe(layer, attention, layer_idx)
+        if layer.calls == 0 or self.policy.every_step:
+            indices = self.policy.keep_indices(layer, self.budget)
+            if indices is not None:
+                layer.keep(indices)
+        layer.calls += 1
+
+
+def attention_layers(model) -> list[torch.nn.Module]:
+    modules = [
+        m for m in model.modules() if hasattr(m, "layer_idx") and "Attention" in type(m).__name__
+    ]
+    if not modules:
+        raise UserError(
+            f"cannot find attention layers in {type(model).__name__}; supported: "
+            f"{', '.join(SUPPORTED)}"
+        )
+    return modules
+
+
+@contextmanager
+def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
+    """Let `cache` see each layer's attention while the model runs inside this block.
+
+    Policies that score with attention switch the model to eager attention (the one
+    that returns weights) for the duration.
+    """
+
+    def hook(module, args, kwargs, output):
+        past = kwargs.get("past_key_values")
+        if past is cache:
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if cache.policy.needs_attention and weights is None:
+                raise RuntimeError("attention weights missing: eager attention is required")
+            cache.after_attention(module.layer_idx, weights)
+
+    previous = model.config._attn_implementation
+    if cache.policy.needs_attention and previous != "eager":
+        model.set_attn_implementation("eager")
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in attention_layers(model)]
+    try:
+        yield cache
+    finally:
+        for handle in handles:
+            handle.remove()
+        if model.config._attn_implementation != previous:
+            model.set_attn_implementation(previous)

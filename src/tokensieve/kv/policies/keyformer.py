@@ -1,0 +1,47 @@
+"""Keyformer (Adnan et al., MLSys 2024): Gumbel-regularised key-token scores.
+
+Per the reference code (d-matrix-ai/keyformer-llm): a slot's score accumulates, over
+forwards, ``softmax((a + ζ) / τ_t)`` summed over queries, where ``a`` are the
+pre-softmax attention logits, ``ζ`` i.i.d. Gumbel(0, 1) noise and the temperature rises
+linearly ``τ_t = τ_init + t·(τ_end − τ_init)/max_new_tokens`` with the forward count
+``t`` (0 at prefill). Since ``log A = a − logsumexp(a)``, the logits are recovered
+from the attention weights up to a per-row constant, which the softmax cancels.
+The budget is split into a recent window (30% by default) and key tokens; there is
+no explicit sink. The reference masks discarded tokens; here they are evicted.
+With grouped-query attention a KV head sums its query heads' scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tokensieve.kv.policy import KVPolicy, per_kv_head
+
+
+@dataclass
+class KeyformerPolicy(KVPolicy):
+    recent: float | int = 0.3
+    tau_init: float = 1.0
+    tau_end: float = 2.0
+    max_new_tokens: int = 128
+    seed: int = 0
+    name = "keyformer"
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def temperature(self, step: int) -> float:
+        slope = (self.tau_end - self.tau_init) / max(self.max_new_tokens, 1)
+        return self.tau_init + step * slope
+
+    def observe(self, layer, attention, layer_idx):
+        logits = attention.float().clamp_min(1e-30).log()
+        logits = logits.masked_fill(attention == 0, float("-inf"))
+        uniform = torch.rand(logits.shape, generator=self.generator).clamp(1e-10, 1 - 1e-10)
+        gumbel = -torch.log(-torch.log(uniform))
+        scores = torch.softmax((logits + gumbel) / self.temperature(layer.calls), dim=-1)
+        layer.scores += per_kv_head(scores, layer.keys.shape[1]).sum(dim=(2, 3))

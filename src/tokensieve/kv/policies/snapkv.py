@@ -1,0 +1,38 @@
+"""SnapKV (Li et al., 2024), as kvpress implements it: compress the prompt once.
+
+The last `window` prompt queries vote: their attention to the earlier keys, averaged
+over the window, smoothed by a 1-D average pool (kernel 5), averaged over the query
+heads of each KV head. The window itself is always kept. Prefill only: tokens
+generated afterwards are all kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tokensieve.kv.policy import KVPolicy, per_kv_head
+
+
+@dataclass
+class SnapKVPolicy(KVPolicy):
+    window: int = 64
+    kernel: int = 5
+    name = "snapkv"
+    every_step = False
+
+    def recent_slots(self, budget: int) -> int:
+        return min(self.window, budget)
+
+    def observe(self, layer, attention, layer_idx):
+        if layer.calls:
+            return
+        keys = attention.shape[-1]
+        window = min(self.window, attention.shape[2], keys)
+        votes = attention[:, :, -window:, :].float().mean(dim=2)  # [batch, heads, keys]
+        pooled = torch.nn.functional.avg_pool1d(
+            votes, kernel_size=self.kernel, padding=self.kernel // 2, stride=1
+        )[..., :keys]
+        grouped = per_kv_head(pooled[:, :, None, :], layer.keys.shape[1])
+        layer.scores = grouped.mean(dim=(2, 3))

@@ -1,0 +1,301 @@
+"""The compressed cache against the uncompressed model and slow per-paper references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tokensieve import UserError
+from tokensieve.kv import (
+    POLICIES,
+    CompressedCache,
+    FullPolicy,
+    H2OPolicy,
+    KeyformerPolicy,
+    RandomPolicy,
+    SnapKVPolicy,
+    StreamingPolicy,
+    TOVAPolicy,
+    compression,
+    make_policy,
+)
+
+TEXT = (
+    "Return a copy of the string with leading whitespace removed. If chars is given "
+    "and not None, remove characters in chars instead."
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    model, tokenizer = tiny
+    ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    return model, ids
+
+
+def decode(model, ids, cache=None, steps=6):
+    """Greedy manual loop; returns the logits of every step (prefill last row first)."""
+    logits_seen = []
+    with torch.no_grad():
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        past = out.past_key_values
+        logits_seen.append(out.logits[0, -1])
+        for _ in range(steps):
+            token = logits_seen[-1].argmax()[None, None]
+            out = model(input_ids=token, past_key_values=past, use_cache=True)
+            logits_seen.append(out.logits[0, -1])
+    return torch.stack(logits_seen)
+
+
+def compressed_run(model, ids, policy, steps=6):
+    cache = CompressedCache(model.config, policy)
+    with compression(model, cache):
+        logits = decode(model, ids, cache, steps)
+    return cache, logits
+
+
+def test_full_equals_uncompressed_exactly(setup):
+    model, ids = setup
+    reference = decode(model, ids)
+    cache, logits = compressed_run(model, ids, FullPolicy())
+    assert torch.equal(logits, reference)
+    assert cache.get_seq_length() == ids.shape[1] + 6
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_budget_covering_everything_equals_full(setup, name):
+    model, ids = setup
+    reference = decode(model, ids)
+    policy = make_policy(name, budget=ids.shape[1] + 50) if name != "full" else FullPolicy()
+    _, logits = compressed_run(model, ids, policy)
+    torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        StreamingPolicy(budget=0.3),
+        H2OPolicy(budget=0.3, sink=2),
+        KeyformerPolicy(budget=0.3),
+        SnapKVPolicy(budget=0.3, window=8),
+        TOVAPolicy(budget=0.3, sink=1),
+        RandomPolicy(budget=0.3, sink=1, recent=2),
+    ],
+    ids=lambda p: p.name,
+)
+def test_memory_shrinks_to_budget_and_sinks_and_recent_are_kept(setup, policy):
+    model, ids = setup
+    steps = 6
+    cache, logits = compressed_run(model, ids, policy, steps)
+    n = ids.shape[1]
+    budget = math.floor(0.3 * n)
+    assert cache.budget == budget
+    config = model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    expected_slots = budget if policy.every_step else budget + steps
+    per_slot = 2 * config.num_key_value_heads * head_dim * 4  # keys + values, float32
+    assert cache.kv_bytes() == config.num_hidden_layers * expected_slots * per_slot
+    seen = n + steps
+    recent = policy.recent_slots(budget)
+    for positions in cache.kept_positions():
+        for head in positions[0]:
+            kept = set(head.tolist())
+            assert len(kept) == expected_slots
+            assert set(range(policy.sink)) <= kept
+            assert set(range(seen - recent, seen)) <= kept
+    assert torch.isfinite(logits).all()
+
+
+def prefill_attention(model, ids):
+    with torch.no_grad():
+        model.set_attn_implementation("eager")
+        out = model(input_ids=ids, output_attentions=True)
+        model.set_attn_implementation("sdpa")
+    return [a.double() for a in out.attentions]  # per layer [1, heads, n, n]
+
+
+def reference_keep(scores, n, budget, sink, recent):
+    """Sinks + recent window + top scores of the rest, by a Python sort."""
+    protected = set(range(sink)) | set(range(n - recent, n))
+    rest = sorted((i for i in range(n) if i not in protected), key=lambda i: (-scores[i], i))
+    return sorted(protected | set(rest[: budget - len(protected)]))
+
+
+def kept_after_prefill(model, ids, policy):
+    cache = CompressedCache(model.config, policy)
+    with torch.no_grad(), compression(model, cache):
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+    return cache, [p[0] for p in cache.kept_positions()]
+
+
+def group_heads(attention, kv_heads):
+    heads = attention.shape[1]
+    return [
+        list(range(g * heads // kv_heads, (g + 1) * heads // kv_heads)) for g in range(kv_heads)
+    ]
+
+
+def test_h2o_keeps_heavy_hitters_of_accumulated_attention(setup):
+    model, ids = setup
+    n = ids.shape[1]
+    policy = H2OPolicy(budget=0.4, sink=1)
+    cache, kept = kept_after_prefill(model, ids, policy)
+    budget, recent = cache.budget, policy.recent_slots(cache.budget)
+    for layer, attention in enumerate(prefill_attention(model, ids)):
+        for g, heads in enumerate(group_heads(attention, model.config.num_key_value_heads)):
+            scores = [
+                sum(float(attention[0, h, q, i]) for h in heads for q in range(n)) for i in range(n)
+            ]
+            assert kept[layer][g].tolist() == reference_keep(scores, n, budget, 1, recent)
+
+
+def test_h2o_accumulates_over_decode_steps(setup):
+    """After one decode step, scores = prefill column sums + the new query's row."""
+    model, ids = setup
+    policy = H2OPolicy(budget=10_000)  # keep everything, just accumulate
+    cache = CompressedCache(model.config, policy)
+    rows = []
+    with torch.no_grad(), compression(model, cache):
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        model.set_attn_implementation("eager")
+        out = model(input_ids=ids[:, :1], past_key_values=cache, output_attentions=True)
+        rows = [a.double() for a in out.attentions]
+    prefill = prefill_attention(model, ids)
+    n = ids.shape[1]
+    for layer in range(model.config.num_hidden_layers):
+        for g, heads in enumerate(group_heads(prefill[layer], model.config.num_key_value_heads)):
+            expected = [
+                sum(float(prefill[layer][0, h, :, i].sum()) for h in heads) if i < n else 0.0
+                for i in range(n + 1)
+            ]
+            expected = [
+                e + sum(float(rows[layer][0, h, 0, i]) for h in heads)
+                for i, e in enumerate(expected)
+            ]
+            torch.testing.assert_close(
+                cache.layers[layer].scores[0, g].double(),
+                torch.tensor(expected, dtype=torch.float64),
+                rtol=1e-4,
+                atol=1e-5,
+            )
+
+
+def test_keyformer_matches_gumbel_softmax_reference(setup):
+    model, ids = setup
+    n = ids.shape[1]
+    policy = KeyformerPolicy(budget=0.4, seed=7, tau_init=1.0, tau_end=2.0)
+    cache, kept = kept_after_prefill(model, ids, policy)
+    generator = torch.Generator().manual_seed(7)
+    budget, recent = cache.budget, policy.recent_slots(cache.budget)
+    for layer, attention in enumerate(prefill_attention(model, ids)):
+        noise = torch.rand(attention.shape, generator=generator).clamp(1e-10, 1 - 1e-10)
+        gumbel = -torch.log(-torch.log(noise)).double()
+        for g, heads in enumerate(group_heads(attention, model.config.num_key_value_heads)):
+            scores = [0.0] * n
+            for h in heads:
+                for q in range(n):
+                    row = [
+                        math.log(float(attention[0, h, q, i])) + float(gumbel[0, h, q, i])
+                        if i <= q
+                        else -math.inf
+                        for i in range(n)
+                    ]
+                    top = max(row)
+                    weights = [math.exp(v - top) for v in row]  # τ = 1 at prefill
+                    total = sum(weights)
+                    for i in range(n):
+                        scores[i] += weights[i] / total
+            assert kept[layer][g].tolist() == reference_keep(scores, n, budget, 0, recent)
+
+
+def test_tova_keeps_what_the_last_query_attends(setup):
+    model, ids = setup
+    n = ids.shape[1]
+    policy = TOVAPolicy(budget=0.4)
+    cache, kept = kept_after_prefill(model, ids, policy)
+    for layer, attention in enumerate(prefill_attention(model, ids)):
+        scores = [float(attention[0, :, -1, i].mean()) for i in range(n)]
+        expected = reference_keep(scores, n, cache.budget, 0, 1)
+        for g in range(model.config.num_key_value_heads):
+            assert kept[layer][g].tolist() == expected
+
+
+def test_snapkv_window_vote_with_pooling(setup):
+    model, ids = setup
+    n, window = ids.shape[1], 8
+    policy = SnapKVPolicy(budget=0.4, window=window)
+    cache, kept = kept_after_prefill(model, ids, policy)
+    for layer, attention in enumerate(prefill_attention(model, ids)):
+        for g, heads in enumerate(group_heads(attention, model.config.num_key_value_heads)):
+            scores = []
+            for i in range(n):
+                total = 0.0
+                for h in heads:
+                    votes = [float(attention[0, h, n - window :, j].mean()) for j in range(n)]
+                    pooled = sum(votes[j] for j in range(i - 2, i + 3) if 0 <= j < n) / 5
+                    total += pooled / len(heads)
+                scores.append(total)
+            assert kept[layer][g].tolist() == reference_keep(scores, n, cache.budget, 0, window)
+
+
+def test_streaming_keeps_sinks_and_recent_only(setup):
+    model, ids = setup
+    n = ids.shape[1]
+    cache, kept = kept_after_prefill(model, ids, StreamingPolicy(budget=20, sink=4))
+    for layer in kept:
+        for head in layer:
+            assert head.tolist() == list(range(4)) + list(range(n - 16, n))
+
+
+def test_random_is_seeded(setup):
+    model, ids = setup
+    _, a = kept_after_prefill(model, ids, RandomPolicy(budget=0.5, seed=3))
+    _, b = kept_after_prefill(model, ids, RandomPolicy(budget=0.5, seed=3))
+    _, c = kept_after_prefill(model, ids, RandomPolicy(budget=0.5, seed=4))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_generate_with_compressed_cache_and_gqa(setup):
+    model, ids = setup
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    cache = CompressedCache(model.config, KeyformerPolicy(budget=0.25, max_new_tokens=10))
+    with torch.no_grad(), compression(model, cache):
+        out = model.generate(ids, past_key_values=cache, max_new_tokens=10, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 10
+    assert cache.get_seq_length() == ids.shape[1] + 9  # the last token is never fed back
+    assert {layer.physical_length() for layer in cache.layers} == {cache.budget}
+    assert model.config._attn_implementation == "sdpa"  # restored
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"budget": 0.0}, "in \\(0, 1\\]"),
+        ({"budget": 1.5}, "in \\(0, 1\\]"),
+        ({"budget": 0}, "at least 1"),
+        ({"budget": -3}, "at least 1"),
+        ({"budget": "half"}, "must be a number"),
+    ],
+)
+def test_bad_budgets(options, message):
+    with pytest.raises(UserError, match=message):
+        H2OPolicy(**options)
+
+
+def test_sink_and_recent_larger_than_budget(setup):
+    model, ids = setup
+    with pytest.raises(UserError, match="exceed the budget"):
+        kept_after_prefill(model, ids, H2OPolicy(budget=6, sink=4, recent=4))
+
+
+def test_unknown_policy_and_unsupported_architecture():
+    with pytest.raises(UserError, match="unknown policy"):
+        make_policy("magic")
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"])
+    with pytest.raises(UserError, match="full attention in every layer"):
+        CompressedCache(config, H2OPolicy())
