@@ -167,6 +167,78 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def parse_budget(text: str) -> float | int:
+    """'0.2' is a fraction of the prompt, '512' a token count."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(
+            f"--budget must be a fraction like 0.2 or a token count, got {text!r}"
+        ) from None
+    if value.is_integer() and value > 1:
+        return int(value)
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"--budget must be in (0, 1] as a fraction or > 1 tokens, got {text}")
+    return value
+
+
+def cmd_kv_generate(args) -> int:
+    import time
+
+    import torch
+
+    from tokensieve.kv import CompressedCache, compression, make_policy
+    from tokensieve.models import load_model
+    from tokensieve.signals import chat_prompt_ids, check_context, end_of_turn_ids
+
+    budget = parse_budget(args.budget)
+    context = _read_file(args.file) if args.file else ""
+    question = args.prompt or ""
+    if not (context + question).strip():
+        raise UserError("nothing to read: give --file and/or --prompt")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    options = {"budget": budget}
+    if args.sink is not None:
+        options["sink"] = args.sink
+    if args.recent is not None:
+        options["recent"] = args.recent
+    if args.policy == "keyformer":
+        options["max_new_tokens"] = args.max_new_tokens
+    if args.policy in ("keyformer", "random"):
+        options["seed"] = args.seed
+    policy = make_policy(args.policy, **({} if args.policy == "full" else options))
+    model, tokenizer = load_model(args.model)
+    text = f"{context}\n\n{question}".strip()
+    ids = chat_prompt_ids(tokenizer, text)
+    check_context(model, len(ids) + args.max_new_tokens)
+    cache = CompressedCache(model.config, policy)
+    started = time.perf_counter()
+    with torch.no_grad(), compression(model, cache):
+        output = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            past_key_values=cache,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            eos_token_id=end_of_turn_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    seconds = time.perf_counter() - started
+    answer = output[0, len(ids) :]
+    print(tokenizer.decode(answer, skip_special_tokens=True).strip())
+    seen = cache.get_seq_length()
+    kept = cache.layers[0].physical_length()
+    full_bytes = cache.kv_bytes() * seen // max(kept, 1)
+    print(
+        f"{policy.name}: kept {kept} of {seen} tokens per layer and head "
+        f"(budget {cache.budget}); KV {cache.kv_bytes() / 2**20:.1f} MiB vs "
+        f"{full_bytes / 2**20:.1f} MiB full; {len(answer) / seconds:.1f} tokens/s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokensieve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -228,6 +300,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="machine-readable output")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=cmd_generate)
+
+    from tokensieve.kv.policies import POLICIES
+
+    kv = commands.add_parser("kv", help="KV-cache compression: keep only the key tokens")
+    kv_commands = kv.add_subparsers(dest="kv_command", required=True, parser_class=_Parser)
+    kv_gen = kv_commands.add_parser(
+        "generate",
+        help="answer with a compressed KV cache",
+        description="Read a long "
+        "context with a KV policy evicting all but the key tokens, then answer greedily.",
+    )
+    kv_gen.add_argument("--policy", choices=sorted(POLICIES), default="keyformer")
+    kv_gen.add_argument(
+        "--budget", default="0.2", help="fraction of the prompt (0.2) or tokens (512)"
+    )
+    kv_gen.add_argument("--file", help="the long context (UTF-8 text)")
+    kv_gen.add_argument("--prompt", help="the question asked after the context")
+    kv_gen.add_argument("--max-new-tokens", type=int, default=64)
+    kv_gen.add_argument("--sink", type=int, help="first tokens always kept")
+    kv_gen.add_argument("--recent", type=int, help="last tokens always kept")
+    kv_gen.add_argument("--seed", type=int, default=0)
+    kv_gen.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
+    kv_gen.add_argument("--quiet", action="store_true")
+    kv_gen.set_defaults(run=cmd_kv_generate)
     return parser
 
 

@@ -1,0 +1,78 @@
+"""`tokensieve kv generate` on a tiny model directory, and its answers to bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokensieve.cli import main, parse_budget
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("policy", ["keyformer", "h2o", "streaming", "full"])
+def test_kv_generate_reports_kept_tokens(capsys, tiny_dir, tmp_path, policy):
+    context = tmp_path / "context.txt"
+    context.write_text("the quick brown fox jumps over the lazy dog. " * 4)
+    code, out, err = run(
+        capsys,
+        "kv",
+        "generate",
+        "--policy",
+        policy,
+        "--budget",
+        "0.5",
+        "--file",
+        str(context),
+        "--prompt",
+        "What jumps?",
+        "--max-new-tokens",
+        "5",
+        "--model",
+        str(tiny_dir),
+        "--quiet",
+    )
+    assert code == 0, err
+    assert f"{policy}: kept" in err and "MiB full" in err
+
+
+def test_parse_budget():
+    assert parse_budget("0.2") == 0.2 and isinstance(parse_budget("0.2"), float)
+    assert parse_budget("512") == 512 and isinstance(parse_budget("512"), int)
+    assert parse_budget("1") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budget", "0"], "--budget must be in"),
+        (["--budget", "-0.5"], "--budget must be in"),
+        (["--budget", "1.5"], "--budget must be in"),
+        (["--budget", "lots"], "fraction like 0.2"),
+        (["--budget", "8", "--sink", "4", "--recent", "8"], "exceed the budget"),
+        (["--policy", "nope"], "invalid choice"),
+        (["--max-new-tokens", "0"], "at least 1"),
+    ],
+)
+def test_bad_input(capsys, tiny_dir, argv, message):
+    code, _, err = run(
+        capsys,
+        "kv",
+        "generate",
+        "--prompt",
+        "a b c d e f g h i j k l m n o p",
+        "--model",
+        str(tiny_dir),
+        "--quiet",
+        *argv,
+    )
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert err.count("\n") == 1
+
+
+def test_nothing_to_read(capsys):
+    code, _, err = run(capsys, "kv", "generate")
+    assert code == 2 and "nothing to read" in err
