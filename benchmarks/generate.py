@@ -315,7 +315,15 @@ def measure(args, model, tokenizer, genlm, checkpoint):
                     spread,
                 )
             )
-        valid = float(np.mean([bool(r["posterior"]) for r in runs]))
+        check = TASKS[task][1]()
+        valid = float(
+            np.mean(
+                [
+                    any(w > 0 and check.complete(t.encode()) for t, w in r["posterior"].items())
+                    for r in runs
+                ]
+            )
+        )
         cell.append(
             record(
                 "generate",

@@ -10,7 +10,8 @@ constrained decoding alone does not (it over-weights paths that dead-end later).
 
 The mean final weight (times the resampling factors) is an unbiased estimate of the
 probability that the model's output satisfies the constraint within `max_tokens`.
-Particles that have not ended (end-of-turn token) by `max_tokens` get weight zero.
+At the last step a particle whose text is complete ends there (weight times
+p(end-of-turn)); the others die, as genlm-control 0.4 does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tokensieve.generate.constraints import Constraint
 from tokensieve.generate.language_model import TokenLM
-from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler, TokenSampler
+from tokensieve.generate.token_samplers import AWRSSampler, Draw, MaskingSampler, TokenSampler
 
 NEG_INF = float("-inf")
 
@@ -151,14 +152,18 @@ def run_smc(
             running = [p for p in population if p.alive and not p.finished]
             if not running:
                 break
+            last = step == max_tokens - 1
             for particle in running:
-                mask = constraint.token_mask(lm, particle.token_ids) if use_masks else None
-                draw = sampler.sample(
-                    _masked(log_probs[particle.row], lm),
-                    _allowed(particle, lm, constraint),
-                    rng,
-                    mask,
-                )
+                if last:  # only an ending can still reach the target: force it
+                    draw = _forced_end(log_probs[particle.row], particle, lm, constraint)
+                else:
+                    mask = constraint.token_mask(lm, particle.token_ids) if use_masks else None
+                    draw = sampler.sample(
+                        _masked(log_probs[particle.row], lm),
+                        _allowed(particle, lm, constraint),
+                        rng,
+                        mask,
+                    )
                 checks += draw.checks
                 tokens += 1
                 _extend(particle, draw, lm)
@@ -222,6 +227,18 @@ def _extend(particle: Particle, draw, lm: TokenLM) -> None:
         particle.finished = True
     else:
         particle.data += lm.token_bytes[draw.token]
+
+
+def _forced_end(log_probs: np.ndarray, particle: Particle, lm: TokenLM, constraint) -> Draw:
+    """At the last allowed step only the end-of-turn token keeps a particle in the
+    target (texts that end within `max_tokens`), so it is taken with weight
+    ``p(end)`` when the text is complete, and the particle dies otherwise: the same
+    target as sampling there, with no variance spent on tokens that must die."""
+    if not constraint.complete(particle.data):
+        return Draw(-1, NEG_INF, 1)
+    ends = sorted(lm.eos_ids)  # any of them ends the text the same way
+    log_mass = float(np.logaddexp.reduce(log_probs[ends]))
+    return Draw(ends[int(np.argmax(log_probs[ends]))], log_mass, 1)
 
 
 def _resample(population: list[Particle], log_weights: list[float], rng) -> list[Particle]:
