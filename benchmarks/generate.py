@@ -425,7 +425,7 @@ def plots(records) -> dict[str, bytes]:
     out = {}
     data = [r for r in records if r["metric"] in ("checks_per_token", "ms_per_token")]
     tasks = list(dict.fromkeys(r["setting"]["task"] for r in data))
-    labels = [f"{impl[:6]} {method}×{particles}" for impl, method, particles in METHODS]
+    labels = [f"{impl} {method} ×{particles}" for impl, method, particles in METHODS]
     for metric, title in (
         ("checks_per_token", "constraint checks per token"),
         ("ms_per_token", "milliseconds per token"),
@@ -470,7 +470,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--exact-runs", type=int, default=20)
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--replot", action="store_true", help="redraw from the saved JSON")
     args = parser.parse_args()
+    if args.replot:
+        import json
+
+        from common import RESULTS
+
+        records = json.loads((RESULTS / "generate.json").read_text())
+        write_results("generate", records, table(records), plots(records))
+        return
     if not WORDS.is_file():
         raise SystemExit(f"{WORDS} is missing: install Debian's wamerican (make bench-generate)")
     torch.manual_seed(0)
