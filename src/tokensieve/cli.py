@@ -239,6 +239,84 @@ def cmd_kv_generate(args) -> int:
     return 0
 
 
+def cmd_kv_eval(args) -> int:
+    import json
+
+    import torch
+
+    from tokensieve.evaluate import kv_fidelity, make_passkey_case, passkey_accuracy
+    from tokensieve.kv import make_policy
+    from tokensieve.models import load_model
+    from tokensieve.outputs import fresh_directory, write_atomic
+
+    budgets = [parse_budget(b) for b in args.budgets]
+    names = args.policies
+    if args.context < 2 or args.decode < 1:
+        raise UserError("--context must be at least 2 and --decode at least 1")
+    if args.passkey_cases < 0:
+        raise UserError("--passkey-cases must not be negative")
+    for name in names:  # validate names and options before the slow part
+        make_policy(name, **({} if name == "full" else {"budget": budgets[0]}))
+    if args.file:
+        text = _read_file(args.file)
+    else:
+        from pydoc_data.topics import topics
+
+        text = "\n\n".join(topics[key] for key in sorted(topics))
+    model, tokenizer = load_model(args.model)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.context + args.decode]
+    if len(ids) < args.context + 1:
+        raise UserError(f"the text has {len(ids)} tokens; --context {args.context} needs more")
+    progress = not args.quiet
+    rows = []
+    for budget in budgets:
+        policies = [make_policy(name, **_policy_options(name, budget, args)) for name in names]
+        for result in kv_fidelity(model, torch.tensor(ids), args.context, policies, progress):
+            if result.policy == "full" and rows:
+                continue
+            row = {**result.__dict__, "budget": budget if result.policy != "full" else 1.0}
+            if args.passkey_cases:
+                cases = [
+                    make_passkey_case(
+                        tokenizer,
+                        text,
+                        args.passkey_tokens,
+                        (i + 0.5) / args.passkey_cases,
+                        args.seed + i,
+                    )
+                    for i in range(args.passkey_cases)
+                ]
+                policy = (
+                    None
+                    if result.policy == "full"
+                    else make_policy(result.policy, **_policy_options(result.policy, budget, args))
+                )
+                row["passkey_accuracy"], _ = passkey_accuracy(model, tokenizer, cases, policy)
+            rows.append(row)
+            print(
+                f"{row['policy']:>10} budget {row['budget']:<5} ppl {row['perplexity']:7.2f}  "
+                f"KL {row['kl_to_full']:.4f}  top1 {row['top1_agreement']:.3f}  "
+                f"KV {row['kv_bytes'] / 2**20:6.1f} MiB"
+                + (f"  passkey {row['passkey_accuracy']:.2f}" if args.passkey_cases else "")
+            )
+    if args.out:
+        directory = fresh_directory(args.out)
+        write_atomic(directory / "kv-eval.json", json.dumps(rows, indent=1))
+        print(f"results          {directory / 'kv-eval.json'}")
+    return 0
+
+
+def _policy_options(name: str, budget, args) -> dict:
+    if name == "full":
+        return {}
+    options = {"budget": budget}
+    if name in ("keyformer", "random"):
+        options["seed"] = args.seed
+    if name == "keyformer":
+        options["max_new_tokens"] = args.decode
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokensieve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -324,6 +402,29 @@ def build_parser() -> argparse.ArgumentParser:
     kv_gen.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
     kv_gen.add_argument("--quiet", action="store_true")
     kv_gen.set_defaults(run=cmd_kv_generate)
+
+    kv_eval = kv_commands.add_parser(
+        "eval", help="fidelity to the full cache and passkey retrieval, per policy and budget"
+    )
+    kv_eval.add_argument(
+        "--policies",
+        nargs="+",
+        choices=sorted(POLICIES),
+        default=["streaming", "h2o", "keyformer", "snapkv", "tova", "random"],
+    )
+    kv_eval.add_argument("--budgets", nargs="+", default=["0.1", "0.2", "0.3", "0.5"])
+    kv_eval.add_argument(
+        "--file", help="real text to decode (default: the Python reference, pydoc_data)"
+    )
+    kv_eval.add_argument("--context", type=int, default=512, help="tokens read before decoding")
+    kv_eval.add_argument("--decode", type=int, default=64, help="tokens decoded teacher-forced")
+    kv_eval.add_argument("--passkey-cases", type=int, default=0)
+    kv_eval.add_argument("--passkey-tokens", type=int, default=1024)
+    kv_eval.add_argument("--seed", type=int, default=0)
+    kv_eval.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
+    kv_eval.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
+    kv_eval.add_argument("--quiet", action="store_true")
+    kv_eval.set_defaults(run=cmd_kv_eval)
     return parser
 
 

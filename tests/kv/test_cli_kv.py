@@ -76,3 +76,53 @@ def test_bad_input(capsys, tiny_dir, argv, message):
 def test_nothing_to_read(capsys):
     code, _, err = run(capsys, "kv", "generate")
     assert code == 2 and "nothing to read" in err
+
+
+def test_kv_eval_writes_results(capsys, tiny_dir, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog and keeps running. " * 6)
+    code, out, err = run(
+        capsys,
+        "kv",
+        "eval",
+        "--policies",
+        "h2o",
+        "streaming",
+        "--budgets",
+        "0.3",
+        "0.5",
+        "--file",
+        str(text),
+        "--context",
+        "60",
+        "--decode",
+        "20",
+        "--passkey-cases",
+        "1",
+        "--passkey-tokens",
+        "120",
+        "--model",
+        str(tiny_dir),
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
+    assert code == 0, err
+    rows = __import__("json").loads((tmp_path / "r" / "kv-eval.json").read_text())
+    assert [r["policy"] for r in rows] == ["full", "h2o", "streaming", "h2o", "streaming"]
+    assert rows[0]["kl_to_full"] == 0 and all("passkey_accuracy" in r for r in rows)
+    assert "top1" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budgets", "2.5"], "--budget must be in"),
+        (["--context", "1"], "--context must be"),
+        (["--passkey-cases", "-1"], "must not be negative"),
+        (["--policies", "magic"], "invalid choice"),
+    ],
+)
+def test_kv_eval_bad_input(capsys, tiny_dir, argv, message):
+    code, _, err = run(capsys, "kv", "eval", "--model", str(tiny_dir), "--quiet", *argv)
+    assert code == 2 and message in err and err.count("\n") == 1, err
