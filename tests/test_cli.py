@@ -188,3 +188,39 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: cannot read '{tmp_path / 'missing'}': no such file"
     ]
+
+
+def test_inspect_marks_tokens_a_kv_policy_keeps(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "kv"
+    text = "the quick brown fox jumps over the lazy dog and keeps running. " * 3
+    code, _, err = run(
+        capsys,
+        "inspect",
+        "--text",
+        text,
+        "--model",
+        str(tiny_dir),
+        "--kv-policy",
+        "h2o",
+        "--budget",
+        "0.5",
+        "--signal",
+        "kv_kept",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert code == 0, err
+    assert (out / "kv-kept.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((out / "signals.json").read_text())
+    kept = [t["kv_kept"] for t in data["tokens"]]
+    assert all(0.0 <= k <= 1.0 for k in kept)
+    # The sequence read is BOS + text; half of it is kept per layer and head.
+    assert abs(sum(kept) - (len(kept) + 1) // 2) <= 1
+    assert kept[-1] == 1.0  # the recent window
+    assert '<option value="kv_kept" selected>' in (out / "report.html").read_text()
+
+
+def test_kv_kept_signal_needs_a_policy(capsys):
+    code, _, err = run(capsys, "inspect", "--text", "x", "--signal", "kv_kept")
+    assert code == 2 and "--kv-policy" in err

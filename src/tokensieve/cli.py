@@ -67,6 +67,13 @@ def cmd_inspect(args) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
 
+    if args.signal == "kv_kept" and not args.kv_policy:
+        raise UserError("--signal kv_kept needs --kv-policy")
+    if args.kv_policy:
+        from tokensieve.kv import make_policy
+
+        options = {} if args.kv_policy == "full" else {"budget": parse_budget(args.budget)}
+        make_policy(args.kv_policy, **options)  # refuse bad options before the slow part
     model, tokenizer = load_model(args.model)
     progress = not args.quiet
     if args.prompt is not None:
@@ -83,9 +90,31 @@ def cmd_inspect(args) -> int:
         signals = text_signals(
             model, tokenizer, text, max_tokens=args.max_tokens, progress=progress
         )
-    directory, summary = write_inspect_report(signals, args.out, rho=rho, signal=args.signal)
+    extra = {}
+    if args.kv_policy:
+        extra = _mark_kept_tokens(model, signals, args)
+    directory, summary = write_inspect_report(
+        signals, args.out, rho=rho, signal=args.signal, extra_plots=extra
+    )
     _print_summary(signals, summary, directory)
     return 0
+
+
+def _mark_kept_tokens(model, signals, args) -> dict[str, bytes]:
+    """Add a `kv_kept` signal (share of layers × KV heads keeping each token) and the
+    positions × layers heatmap of what the policy keeps after reading the sequence."""
+    from tokensieve.kv import make_policy
+    from tokensieve.kv.kept_map import kept_map
+    from tokensieve.report import kept_heatmap
+
+    options = {} if args.kv_policy == "full" else {"budget": parse_budget(args.budget)}
+    context = list(signals.meta.get("context_ids", []))
+    share = kept_map(
+        model, context + list(signals.token_ids), make_policy(args.kv_policy, **options)
+    )
+    signals.values["kv_kept"] = share[:, len(context) :].mean(axis=0)
+    title = f"{args.kv_policy} at budget {args.budget}: kept tokens per layer ({signals.model})"
+    return {"kv-kept.png": kept_heatmap(share[:, len(context) :], title)}
 
 
 def _print_summary(signals, summary: dict, directory: Path) -> None:
@@ -321,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokensieve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    from tokensieve.kv.policies import POLICIES
+
     inspect = commands.add_parser(
         "inspect",
         help="per-token entropy, surprisal and attention of a text or of the model's answer",
@@ -340,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--rho", type=float, default=0.2, help="share of tokens marked forking (default 0.2)"
     )
     inspect.add_argument(
-        "--signal", choices=SIGNALS, default="entropy", help="signal coloured first"
+        "--signal",
+        choices=(*SIGNALS, "kv_kept"),
+        default="entropy",
+        help="signal coloured first",
     )
     inspect.add_argument(
         "--out", default="tokensieve-report", help="output directory (a fresh one if taken)"
@@ -350,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)"
     )
     inspect.add_argument("--max-tokens", type=int, help="analyse only the first N tokens")
+    inspect.add_argument(
+        "--kv-policy", choices=sorted(POLICIES), help="also mark the tokens this KV policy keeps"
+    )
+    inspect.add_argument("--budget", default="0.2", help="KV budget for --kv-policy")
     inspect.add_argument("--quiet", action="store_true", help="no progress bars")
     inspect.set_defaults(run=cmd_inspect)
 
@@ -378,8 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="machine-readable output")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=cmd_generate)
-
-    from tokensieve.kv.policies import POLICIES
 
     kv = commands.add_parser("kv", help="KV-cache compression: keep only the key tokens")
     kv_commands = kv.add_subparsers(dest="kv_command", required=True, parser_class=_Parser)

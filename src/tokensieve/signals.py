@@ -45,6 +45,7 @@ SIGNALS = (
     "attention_total",
 )
 UNITS = {
+    "kv_kept": "share of layers × KV heads keeping it",
     "entropy": "nats",
     "surprisal": "nats",
     "top1_prob": "probability",
@@ -105,7 +106,7 @@ class TokenSignals:
             "model": self.model,
             "prompt": self.prompt,
             "text": self.text,
-            "signals": [name for name in SIGNALS if name in self.values],
+            "signals": list(self.values),
             "units": {name: UNITS[name] for name in self.values if name in UNITS},
             "meta": self.meta,
             "tokens": list(self.rows()),
@@ -377,7 +378,12 @@ def text_signals(
         byte_spans=_spans(pieces),
         values=values,
         model=model_display_name(model),
-        meta={"mode": "text", "spans_exact": bool(exact), "context_token": context},
+        meta={
+            "mode": "text",
+            "spans_exact": bool(exact),
+            "context_token": context,
+            "context_ids": prefix,
+        },
     )
 
 
@@ -503,7 +509,12 @@ def answer_signals(
         values=values,
         model=model_display_name(model),
         prompt=prompt,
-        meta={"mode": "answer", "seed": seed, "temperature": temperature},
+        meta={
+            "mode": "answer",
+            "seed": seed,
+            "temperature": temperature,
+            "context_ids": prompt_ids,
+        },
     )
 
 

@@ -12,7 +12,7 @@ import html
 import json
 from importlib import resources
 
-from tokensieve.signals import SIGNALS, TokenSignals
+from tokensieve.signals import TokenSignals
 
 _PAGE = (resources.files("tokensieve.report") / "template.html").read_text(encoding="utf-8")
 
@@ -26,7 +26,7 @@ def render_html(
     plots: dict[str, bytes] | None = None,
 ) -> str:
     """The report page; `signal` is the one selected when the page opens."""
-    available = [name for name in SIGNALS if name in signals.values]
+    available = list(signals.values)
     options = "".join(
         f'<option value="{name}"{" selected" if name == signal else ""}>{name}</option>'
         for name in available

@@ -83,3 +83,14 @@ def forking_word_bars(signals: TokenSignals, rho: float = 0.2, top: int = 15) ->
     fig.suptitle(f"{signals.model}: most frequent token strings", fontsize=11)
     fig.tight_layout()
     return _png(fig)
+
+
+def kept_heatmap(share: np.ndarray, title: str) -> bytes:
+    """Positions × layers: which tokens each layer's cache kept (share of KV heads)."""
+    fig, ax = plt.subplots(figsize=(10, 0.12 * share.shape[0] + 1.6))
+    image = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xlabel("token position")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="share of KV heads keeping the token", pad=0.01)
+    return _png(fig)

@@ -11,7 +11,12 @@ from tokensieve.signals import TokenSignals, summarize
 
 
 def write_inspect_report(
-    signals: TokenSignals, out: str | Path, *, rho: float = 0.2, signal: str = "entropy"
+    signals: TokenSignals,
+    out: str | Path,
+    *,
+    rho: float = 0.2,
+    signal: str = "entropy",
+    extra_plots: dict[str, bytes] | None = None,
 ) -> tuple[Path, dict]:
     """Write report.html, signals.json, signals.csv and PNG plots into a new directory.
 
@@ -24,6 +29,7 @@ def write_inspect_report(
     plots = {
         "entropy-histogram.png": entropy_histogram(signals, rho),
         "forking-tokens.png": forking_word_bars(signals, rho),
+        **(extra_plots or {}),
     }
     directory = fresh_directory(out)
     for name, png in plots.items():
