@@ -15,6 +15,7 @@ from tokensieve.kv import (
     H2OPolicy,
     KeyformerPolicy,
     RandomPolicy,
+    SirLLMPolicy,
     SnapKVPolicy,
     StreamingPolicy,
     TOVAPolicy,
@@ -299,3 +300,35 @@ def test_unknown_policy_and_unsupported_architecture():
     config = LlamaConfig(num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"])
     with pytest.raises(UserError, match="full attention in every layer"):
         CompressedCache(config, H2OPolicy())
+
+
+def test_sirllm_keeps_surprising_tokens_across_turns(setup):
+    """Two inputs: after each, sinks + the highest decayed self-information survive."""
+    model, ids = setup
+    first, second = ids[:, :40], ids[:, 40:60]
+    policy = SirLLMPolicy(budget=16, sink=4, decay=0.5)
+    cache = CompressedCache(model.config, policy)
+    with torch.no_grad(), compression(model, cache):
+        out1 = model(input_ids=first, past_key_values=cache, use_cache=True)
+        kept1 = cache.kept_positions()[0][0, 0].tolist()
+        out2 = model(input_ids=second, past_key_values=cache, use_cache=True)
+        kept2 = cache.kept_positions()[0][0, 0].tolist()
+
+    def surprisal(logits, tokens, previous=None):
+        logp = torch.log_softmax(logits[0].double(), -1)
+        values = [None] + [float(-logp[j - 1, tokens[j]]) for j in range(1, len(tokens))]
+        if previous is None:
+            values[0] = max(values[1:])
+        else:
+            values[0] = float(-torch.log_softmax(previous.double(), -1)[tokens[0]])
+        return values
+
+    e1 = surprisal(out1.logits, first[0].tolist())
+    expected1 = reference_keep(e1, 40, 16, 4, 0)
+    assert kept1 == expected1
+    e2 = surprisal(out2.logits, second[0].tolist(), out1.logits[0, -1])
+    scores = {p: e1[p] * 0.5 for p in expected1} | {40 + j: v for j, v in enumerate(e2)}
+    positions = sorted(scores)
+    ranked = reference_keep([scores[p] for p in positions], len(positions), 16, 4, 0)
+    assert kept2 == [positions[i] for i in ranked]
+    assert all(layer.physical_length() == 16 for layer in cache.layers)

@@ -118,6 +118,7 @@ class CompressedCache(Cache):
         self.policy = policy
         self.budget: int | None = None
         self.prompt_length: int | None = None
+        self.state: dict = {}  # per-stream policy state (e.g. SirLLM's last logits)
 
     def kv_bytes(self) -> int:
         """Bytes held by keys and values now (the memory eviction frees)."""
@@ -138,7 +139,7 @@ class CompressedCache(Cache):
             self.prompt_length = layer.cumulative_length
             self.budget = self.policy.resolve_budget(self.prompt_length)
         self.policy.observe(layer, attention, layer_idx)
-        if layer.calls == 0 or self.policy.every_step:
+        if self.policy.compress_after_attention(layer):
             indices = self.policy.keep_indices(layer, self.budget)
             if indices is not None:
                 layer.keep(indices)
@@ -176,7 +177,14 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     previous = model.config._attn_implementation
     if cache.policy.needs_attention and previous != "eager":
         model.set_attn_implementation("eager")
+    def logits_hook(module, args, kwargs, output):
+        if kwargs.get("past_key_values") is cache:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            cache.policy.after_forward(cache, input_ids, output.logits)
+
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in attention_layers(model)]
+    if cache.policy.needs_logits:
+        handles.append(model.register_forward_hook(logits_hook, with_kwargs=True))
     try:
         yield cache
     finally:

@@ -43,6 +43,7 @@ class KVPolicy:
 
     name: ClassVar[str] = "policy"
     needs_attention: ClassVar[bool] = True
+    needs_logits: ClassVar[bool] = False  # True: `after_forward` sees the model's logits
     every_step: ClassVar[bool] = True  # False: compress once, after the prompt
 
     def __post_init__(self) -> None:
@@ -73,6 +74,14 @@ class KVPolicy:
         if isinstance(self.recent, float) and self.recent < 1:
             return math.floor(self.recent * budget)
         return int(self.recent)
+
+    def compress_after_attention(self, layer) -> bool:
+        """Evict right after this layer's attention? (default: prefill, and every step
+        for policies with ``every_step``)."""
+        return layer.calls == 0 or self.every_step
+
+    def after_forward(self, cache, input_ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """Called with the model's output when ``needs_logits`` (default: nothing)."""
 
     def observe(self, layer, attention: torch.Tensor | None, layer_idx: int) -> None:
         """Update ``layer.scores`` from this forward's attention (default: nothing)."""

@@ -4,6 +4,7 @@ from tokensieve.kv.policies.full import FullPolicy
 from tokensieve.kv.policies.h2o import H2OPolicy
 from tokensieve.kv.policies.keyformer import KeyformerPolicy
 from tokensieve.kv.policies.random_eviction import RandomPolicy
+from tokensieve.kv.policies.sirllm import SirLLMPolicy
 from tokensieve.kv.policies.snapkv import SnapKVPolicy
 from tokensieve.kv.policies.streaming import StreamingPolicy
 from tokensieve.kv.policies.tova import TOVAPolicy
@@ -18,6 +19,7 @@ POLICIES = {
         SnapKVPolicy,
         TOVAPolicy,
         RandomPolicy,
+        SirLLMPolicy,
     )
 }
 
@@ -27,6 +29,7 @@ __all__ = [
     "H2OPolicy",
     "KeyformerPolicy",
     "RandomPolicy",
+    "SirLLMPolicy",
     "SnapKVPolicy",
     "StreamingPolicy",
     "TOVAPolicy",
