@@ -446,7 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--policies",
         nargs="+",
         choices=sorted(POLICIES),
-        default=["streaming", "h2o", "keyformer", "sirllm", "snapkv", "tova", "random"],
+        default=[
+            "streaming",
+            "h2o",
+            "keyformer",
+            "sirllm",
+            "snapkv",
+            "tova",
+            "tokenselect",
+            "tidaldecode",
+            "random",
+        ],
     )
     kv_eval.add_argument("--budgets", nargs="+", default=["0.1", "0.2", "0.3", "0.5"])
     kv_eval.add_argument(

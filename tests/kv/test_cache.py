@@ -18,6 +18,8 @@ from tokensieve.kv import (
     SirLLMPolicy,
     SnapKVPolicy,
     StreamingPolicy,
+    TidalDecodePolicy,
+    TokenSelectPolicy,
     TOVAPolicy,
     compression,
     make_policy,
@@ -332,3 +334,68 @@ def test_sirllm_keeps_surprising_tokens_across_turns(setup):
     ranked = reference_keep([scores[p] for p in positions], len(positions), 16, 4, 0)
     assert kept2 == [positions[i] for i in ranked]
     assert all(layer.physical_length() == 16 for layer in cache.layers)
+
+
+def record_selections(policy):
+    """Wrap `policy.select` to record (layer, query, key, returned mask)."""
+    calls = []
+    original = policy.select
+
+    def select(module, query, key, cache):
+        keep = original(module, query, key, cache)
+        calls.append((module.layer_idx, query.clone(), key.clone(), keep, module.scaling))
+        return keep
+
+    object.__setattr__(policy, "select", select)
+    return calls
+
+
+def test_tokenselect_soft_vote_reference(setup):
+    model, ids = setup
+    policy = TokenSelectPolicy(budget=20, sink=2, recent=4)
+    calls = record_selections(policy)
+    compressed_run(model, ids, policy, steps=2)
+    assert calls
+    for _, query, key, keep, _ in calls:
+        keys, heads, kv = key.shape[2], query.shape[1], key.shape[1]
+        votes = [0.0] * keys
+        for h in range(heads):
+            g = h // (heads // kv)
+            raw = [float(query[0, h, 0] @ key[0, g, i]) for i in range(2, keys - 4)]
+            top = max(raw)
+            total = sum(math.exp(v - top) for v in raw)
+            for j, v in enumerate(raw):
+                votes[2 + j] += math.exp(v - top) / total
+        ranked = sorted(range(2, keys - 4), key=lambda i: -votes[i])[:14]
+        expected = sorted(set(range(2)) | set(range(keys - 4, keys)) | set(ranked))
+        for h in range(heads):
+            assert torch.nonzero(keep[0, h, 0]).flatten().tolist() == expected
+
+
+def test_tidaldecode_selects_in_one_layer_and_reuses_in_the_next():
+    from tokensieve.models import tiny_model
+
+    model, tokenizer = tiny_model(layers=4, seed=2)
+    ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    policy = TidalDecodePolicy(budget=12, sparse_start=1, correction_layer=2)
+    calls = record_selections(policy)
+    reference = decode(model, ids, steps=3)
+    _, logits = compressed_run(model, ids, policy, steps=3)
+    assert torch.allclose(logits[0], reference[0])  # prefill is full attention
+    chosen = {}
+    for layer, query, key, keep, scaling in calls:
+        heads, kv = query.shape[1], key.shape[1]
+        if layer in (1, 2):  # selection layers attend fully and pick top-12 per head
+            assert keep is None
+            chosen = {}
+            for h in range(heads):
+                logit = [
+                    float(query[0, h, 0] @ key[0, h // (heads // kv), i]) * scaling
+                    for i in range(key.shape[2])
+                ]
+                chosen[h] = sorted(sorted(range(len(logit)), key=lambda i: -logit[i])[:12])
+        elif layer == 0:
+            assert keep is None
+        else:
+            for h in range(heads):
+                assert torch.nonzero(keep[0, h, 0]).flatten().tolist() == chosen[h]

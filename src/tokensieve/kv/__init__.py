@@ -10,6 +10,8 @@ from tokensieve.kv.policies import (
     SirLLMPolicy,
     SnapKVPolicy,
     StreamingPolicy,
+    TidalDecodePolicy,
+    TokenSelectPolicy,
     TOVAPolicy,
 )
 from tokensieve.kv.policy import KVPolicy
@@ -37,6 +39,8 @@ __all__ = [
     "SnapKVPolicy",
     "StreamingPolicy",
     "TOVAPolicy",
+    "TidalDecodePolicy",
+    "TokenSelectPolicy",
     "compression",
     "make_policy",
 ]

@@ -175,20 +175,37 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
             cache.after_attention(module.layer_idx, weights)
 
     previous = model.config._attn_implementation
-    if cache.policy.needs_attention and previous != "eager":
+    modules = attention_layers(model)
+    if getattr(cache.policy, "selects", False):
+        from tokensieve.kv.selection import IMPLEMENTATION
+
+        model.set_attn_implementation(IMPLEMENTATION)
+        for module in modules:
+            module._tokensieve_cache = cache
+    elif cache.policy.needs_attention and previous != "eager":
         model.set_attn_implementation("eager")
+
     def logits_hook(module, args, kwargs, output):
         if kwargs.get("past_key_values") is cache:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             cache.policy.after_forward(cache, input_ids, output.logits)
 
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in attention_layers(model)]
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in modules]
+
+    def all_logits(module, args, kwargs):
+        if kwargs.get("past_key_values") is cache:  # generate() keeps only the last row
+            kwargs["logits_to_keep"] = 0
+        return args, kwargs
+
     if cache.policy.needs_logits:
+        handles.append(model.register_forward_pre_hook(all_logits, with_kwargs=True))
         handles.append(model.register_forward_hook(logits_hook, with_kwargs=True))
     try:
         yield cache
     finally:
         for handle in handles:
             handle.remove()
+        for module in modules:
+            module.__dict__.pop("_tokensieve_cache", None)
         if model.config._attn_implementation != previous:
             model.set_attn_implementation(previous)

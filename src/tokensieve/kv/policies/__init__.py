@@ -7,6 +7,8 @@ from tokensieve.kv.policies.random_eviction import RandomPolicy
 from tokensieve.kv.policies.sirllm import SirLLMPolicy
 from tokensieve.kv.policies.snapkv import SnapKVPolicy
 from tokensieve.kv.policies.streaming import StreamingPolicy
+from tokensieve.kv.policies.tidaldecode import TidalDecodePolicy
+from tokensieve.kv.policies.tokenselect import TokenSelectPolicy
 from tokensieve.kv.policies.tova import TOVAPolicy
 
 POLICIES = {
@@ -20,6 +22,8 @@ POLICIES = {
         TOVAPolicy,
         RandomPolicy,
         SirLLMPolicy,
+        TokenSelectPolicy,
+        TidalDecodePolicy,
     )
 }
 
@@ -33,4 +37,6 @@ __all__ = [
     "SnapKVPolicy",
     "StreamingPolicy",
     "TOVAPolicy",
+    "TidalDecodePolicy",
+    "TokenSelectPolicy",
 ]

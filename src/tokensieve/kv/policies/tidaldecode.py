@@ -1,0 +1,39 @@
+"""TidalDecode (Yang et al., 2024): select tokens in a few layers, reuse them in the rest.
+
+Per the reference (DerrickYLJ/TidalDecode, HF implementation): at each decode step,
+layers before `sparse_start` attend fully; layer `sparse_start` attends fully and picks,
+per query head, the `budget` keys with the largest scaled logits ``q·k/√d``; the
+following layers attend only to those positions ("position persistent"); the
+`correction_layer` attends fully again and re-selects for the layers after it.
+No sink or recent window (as the reference). Prefill is full. Nothing is evicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tokensieve.kv.selection import SelectionPolicy
+
+
+@dataclass
+class TidalDecodePolicy(SelectionPolicy):
+    sparse_start: int = 2
+    correction_layer: int = 13
+    name = "tidaldecode"
+
+    def select(self, module, query, key, cache):
+        layer, keys = module.layer_idx, key.shape[2]
+        count = min(cache.budget, keys)
+        correction = min(self.correction_layer, len(cache.layers) - 1)
+        if layer < self.sparse_start or count >= keys:
+            return None
+        if layer in (self.sparse_start, correction):
+            groups = query.shape[1] // key.shape[1]
+            logits = torch.matmul(query, key.repeat_interleave(groups, 1).transpose(2, 3))
+            cache.state["tidal_positions"] = (logits * module.scaling).topk(count, -1).indices
+            return None  # selection layers attend fully
+        positions = cache.state["tidal_positions"]  # [batch, heads, 1, count]
+        keep = torch.zeros(query.shape[0], query.shape[1], 1, keys, dtype=torch.bool)
+        return keep.scatter(-1, positions, True)
