@@ -26,7 +26,7 @@ import asyncio
 import io
 import math
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import matplotlib
@@ -254,6 +254,12 @@ def kl(estimate: dict, exact: dict) -> float:
     return sum(p * math.log(p / exact[k]) for k, p in estimate.items() if p > 0)
 
 
+def add_record(cell, method, implementation, setting, repeats, metric, value, unit, spread=0.0):
+    cell.append(
+        record("generate", method, implementation, setting, metric, value, unit, repeats, spread)
+    )
+
+
 METHODS = [  # (implementation, method, particles)
     ("tokensieve", "masking", 1),
     ("llguidance", "masking", 1),
@@ -294,48 +300,21 @@ def measure(args, model, tokenizer, genlm, checkpoint):
             else:
                 runs.append(genlm.run(task, particles, seed))
         setting = {"task": task, "particles": particles, "model": EMBEDDED_NAME}
-        cell = []
-        per_run = {
-            "checks_per_token": [r["checks"] / max(r["tokens"], 1) for r in runs],
-            "ms_per_token": [1000 * r["seconds"] / max(r["tokens"], 1) for r in runs],
-        }
-        units = {"checks_per_token": "checks/token", "ms_per_token": "ms/token"}
-        for metric, values in per_run.items():
+        cell: list[dict] = []
+        add = partial(add_record, cell, method, implementation, setting, repeats)
+
+        for metric, unit, values in (
+            ("checks_per_token", "checks/token", [r["checks"] / max(r["tokens"], 1) for r in runs]),
+            ("ms_per_token", "ms/token", [1000 * r["seconds"] / max(r["tokens"], 1) for r in runs]),
+        ):
             med, spread = median_iqr(values)
-            cell.append(
-                record(
-                    "generate",
-                    method,
-                    implementation,
-                    setting,
-                    metric,
-                    med,
-                    units[metric],
-                    repeats,
-                    spread,
-                )
-            )
+            add(metric, med, unit, spread)
         check = TASKS[task][1]()
-        valid = float(
-            np.mean(
-                [
-                    any(w > 0 and check.complete(t.encode()) for t, w in r["posterior"].items())
-                    for r in runs
-                ]
-            )
-        )
-        cell.append(
-            record(
-                "generate",
-                method,
-                implementation,
-                setting,
-                "valid_fraction",
-                valid,
-                "fraction of runs with a valid completion",
-                repeats,
-            )
-        )
+        valid = [
+            any(w > 0 and check.complete(t.encode()) for t, w in r["posterior"].items())
+            for r in runs
+        ]
+        add("valid_fraction", float(np.mean(valid)), "fraction of runs with a valid completion")
         if task == "capital":
             pooled: dict[str, float] = {}
             for r in runs:
@@ -343,31 +322,8 @@ def measure(args, model, tokenizer, genlm, checkpoint):
                     pooled[text] = pooled.get(text, 0.0) + weight / len(runs)
             total = sum(pooled.values()) or 1.0
             pooled = {k: v / total for k, v in pooled.items()}
-            exact = args.exact
-            cell.append(
-                record(
-                    "generate",
-                    method,
-                    implementation,
-                    setting,
-                    "tv_to_exact",
-                    tv(pooled, exact),
-                    "total variation",
-                    repeats,
-                )
-            )
-            cell.append(
-                record(
-                    "generate",
-                    method,
-                    implementation,
-                    setting,
-                    "kl_to_exact",
-                    kl(pooled, exact),
-                    "nats, KL(sampled ‖ exact)",
-                    repeats,
-                )
-            )
+            add("tv_to_exact", tv(pooled, args.exact), "total variation")
+            add("kl_to_exact", kl(pooled, args.exact), "nats, KL(sampled ‖ exact)")
         checkpoint.put(key, cell)
         records += cell
     return records
