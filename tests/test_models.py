@@ -108,3 +108,12 @@ def test_embedded_cache_matches_gguf_and_rebuilds_when_corrupt(embedded, tmp_pat
         assert torch.equal(rebuilt(ids).logits, model(ids).logits)
     (copy / MANIFEST).unlink()  # a build interrupted before its manifest is not trusted
     assert not _cache_is_valid(copy)
+
+
+def test_broken_gguf_file_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKENSIEVE_CACHE", str(tmp_path / "cache"))
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(UserError, match="could not read the GGUF model"):
+        load_model(broken)
+    assert not any((tmp_path / "cache").glob("models/*/tokensieve-manifest.json"))

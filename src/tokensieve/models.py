@@ -136,7 +136,11 @@ def converted_gguf(gguf: Path) -> Path:
     """The safetensors copy of `gguf`, converting (or rebuilding) it when needed."""
     directory = _gguf_cache_dir(gguf)
     if not _cache_is_valid(directory):
-        _convert_gguf(gguf, directory)
+        try:
+            _convert_gguf(gguf, directory)
+        except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"could not read the GGUF model {gguf}: {first}") from exc
     return directory
 
 
