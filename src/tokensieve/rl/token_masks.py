@@ -1,0 +1,171 @@
+"""Token-mask strategies: which response tokens the policy gradient is computed on.
+
+"Beyond the 80/20 Rule" (shared/papers/000, first entry) restricts the update to the
+top-20% entropy tokens of the batch (``TopEntropy(0.2)``) and ablates with the other
+80% (``BottomEntropy(0.8)``); ``RandomTokens`` is the matched-size control. Clip-Cov and
+KL-Cov ("The Entropy Mechanism of RL for Reasoning LMs") act on tokens whose
+covariance ``(A - mean A)·(log π - mean log π)`` over the batch's valid tokens is high:
+Clip-Cov drops a random ``ratio`` share of the tokens with covariance in ``(low, high)``
+(not already clipped by PPO) from the gradient; KL-Cov keeps every token and adds an
+``|log π - log π_old|`` penalty on the top ``ratio`` share by covariance.
+
+All strategies see batch tensors ``[batch, response_len]`` and a ``valid`` mask
+(response tokens, not prompt or padding), and never select an invalid token.
+Entropy is at temperature 1 over the full vocabulary; quantiles are taken over the
+valid tokens of the whole batch, with exactly ``ceil(rho·n)`` tokens (ties by position),
+the same rule as `tokensieve.signals.forking_tokens`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from tokensieve.errors import UserError
+from tokensieve.signals import forking_tokens
+
+
+@dataclass
+class TokenSelection:
+    """policy: tokens whose policy-gradient term counts; penalty: tokens given KL-Cov's
+    ``|log ratio|`` penalty (None: none)."""
+
+    policy: torch.Tensor
+    penalty: torch.Tensor | None = None
+
+
+def _check_rho(rho: float) -> float:
+    if not 0.0 < rho <= 1.0:
+        raise UserError(f"rho must be in (0, 1], got {rho}")
+    return rho
+
+
+def _count(rho: float, n: int) -> int:
+    return min(n, math.ceil(rho * n - 1e-9))
+
+
+class TokenMask(ABC):
+    name = "mask"
+
+    @abstractmethod
+    def select(
+        self,
+        *,
+        valid: torch.Tensor,
+        entropy: torch.Tensor | None = None,
+        log_prob: torch.Tensor | None = None,
+        advantages: torch.Tensor | None = None,
+        clipped: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TokenSelection:
+        """Tokens to train on, from ``[batch, len]`` tensors (see the module docstring)."""
+
+
+class AllTokens(TokenMask):
+    name = "all"
+
+    def select(self, *, valid, **_) -> TokenSelection:
+        return TokenSelection(valid.clone())
+
+
+@dataclass
+class TopEntropy(TokenMask):
+    rho: float = 0.2
+    name = "top_entropy"
+
+    def __post_init__(self):
+        _check_rho(self.rho)
+
+    def select(self, *, valid, entropy, **_) -> TokenSelection:
+        return TokenSelection(_rank_entropy(entropy, valid, self.rho, highest=True))
+
+
+@dataclass
+class BottomEntropy(TokenMask):
+    rho: float = 0.8
+    name = "bottom_entropy"
+
+    def __post_init__(self):
+        _check_rho(self.rho)
+
+    def select(self, *, valid, entropy, **_) -> TokenSelection:
+        return TokenSelection(_rank_entropy(entropy, valid, self.rho, highest=False))
+
+
+def _rank_entropy(entropy, valid, rho, highest: bool) -> torch.Tensor:
+    flat = torch.full(valid.shape, float("nan"), dtype=torch.float64)
+    flat[valid] = entropy[valid].double() * (1 if highest else -1)
+    picked = forking_tokens(flat.flatten().numpy(), rho)
+    return torch.from_numpy(picked).reshape(valid.shape) & valid
+
+
+@dataclass
+class RandomTokens(TokenMask):
+    rho: float = 0.2
+    name = "random"
+
+    def __post_init__(self):
+        _check_rho(self.rho)
+
+    def select(self, *, valid, generator=None, **_) -> TokenSelection:
+        positions = torch.nonzero(valid.flatten()).flatten()
+        k = _count(self.rho, len(positions))
+        chosen = positions[torch.randperm(len(positions), generator=generator)[:k]]
+        mask = torch.zeros(valid.numel(), dtype=torch.bool)
+        mask[chosen] = True
+        return TokenSelection(mask.reshape(valid.shape))
+
+
+def covariance(log_prob: torch.Tensor, advantages: torch.Tensor, valid: torch.Tensor):
+    """Per-token ``(A - mean A)(log π - mean log π)``, means over valid tokens."""
+    a = advantages.detach().double()
+    lp = log_prob.detach().double()
+    return (a - a[valid].mean()) * (lp - lp[valid].mean())
+
+
+@dataclass
+class ClipCov(TokenMask):
+    ratio: float = 2e-4
+    low: float = 1.0
+    high: float = 5.0
+    name = "clip_cov"
+
+    def select(self, *, valid, log_prob, advantages, clipped=None, generator=None, **_):
+        cov = covariance(log_prob, advantages, valid)
+        eligible = valid & (cov > self.low) & (cov < self.high)
+        if clipped is not None:
+            eligible &= ~clipped
+        positions = torch.nonzero(eligible.flatten()).flatten()
+        count = max(int(self.ratio * int(valid.sum())), 1)
+        chosen = positions[torch.randperm(len(positions), generator=generator)[:count]]
+        policy = valid.clone().flatten()
+        policy[chosen] = False
+        return TokenSelection(policy.reshape(valid.shape))
+
+
+@dataclass
+class KLCov(TokenMask):
+    ratio: float = 2e-4
+    name = "kl_cov"
+
+    def select(self, *, valid, log_prob, advantages, **_):
+        cov = covariance(log_prob, advantages, valid).flatten()
+        positions = torch.nonzero(valid.flatten()).flatten()
+        count = max(1, int(len(positions) * self.ratio))
+        top = positions[cov[positions].topk(count).indices]
+        penalty = torch.zeros(valid.numel(), dtype=torch.bool)
+        penalty[top] = True
+        return TokenSelection(valid.clone(), penalty.reshape(valid.shape))
+
+
+MASKS = {
+    "all": AllTokens,
+    "top-entropy": TopEntropy,
+    "bottom-entropy": BottomEntropy,
+    "random": RandomTokens,
+    "clip-cov": ClipCov,
+    "kl-cov": KLCov,
+}
