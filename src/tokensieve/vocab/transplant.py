@@ -1,0 +1,85 @@
+"""Write a model whose input embeddings and output head match a new tokenizer."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tokensieve.errors import UserError
+from tokensieve.vocab.initializers import INITIALIZERS
+
+
+def transplant(
+    model,
+    old_tokenizer,
+    new_tokenizer,
+    method: str = "mean",
+    *,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    seed: int = 0,
+):
+    """A copy of `model` speaking `new_tokenizer`; saved to `out` when given.
+
+    Tied embeddings stay tied; an untied output head gets its rows from the same
+    initialiser applied to the old head. `out` must not exist (unless `force`) and is
+    written to a temporary sibling first, so an interrupted write leaves no half model.
+    """
+    if method not in INITIALIZERS:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(INITIALIZERS)}")
+    head = model.get_output_embeddings()
+    if head is None:
+        raise UserError(f"{type(model).__name__} has no language-model head to transplant")
+    if out is not None:
+        _check_output(Path(out), model, force)
+    make = INITIALIZERS[method]
+    options = {"seed": seed} if method == "random" else {}
+    with torch.no_grad():
+        rows = make(**options)(model.get_input_embeddings().weight, old_tokenizer, new_tokenizer)
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        head_rows = None if tied else make(**options)(head.weight, old_tokenizer, new_tokenizer)
+        new = copy.deepcopy(model)
+        new.resize_token_embeddings(rows.shape[0])
+        new.get_input_embeddings().weight.copy_(rows)
+        if tied:
+            new.tie_weights()
+        else:
+            new.get_output_embeddings().weight.copy_(head_rows)
+    for role in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(new.config, role, getattr(new_tokenizer, role))
+        if getattr(new, "generation_config", None) is not None:
+            setattr(new.generation_config, role, getattr(new_tokenizer, role))
+    if out is not None:
+        _save(new, new_tokenizer, Path(out))
+    return new
+
+
+def _check_output(out: Path, model, force: bool) -> None:
+    source = getattr(model, "name_or_path", "")
+    if source and Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise UserError(f"refusing to write over the input model {source}")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; choose a new --out or pass --force")
+
+
+def _save(model, tokenizer, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if out.exists():  # --force: swap, then remove the old one
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "model")
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

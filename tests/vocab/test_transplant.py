@@ -1,0 +1,76 @@
+"""Transplanting a tiny model: identity is exact, `mean` is the mean, output reloads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tokensieve import UserError
+from tokensieve.models import tiny_model, tiny_tokenizer
+from tokensieve.vocab import MeanInit, transplant
+from tokensieve.vocab.initializers import byte_table, split_with_old
+
+TEXT = "Return a copy of the string with leading whitespace removed."
+
+
+@pytest.mark.parametrize("method", ["mean", "random"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_identical_tokenizer_reproduces_logits_exactly(method, tied):
+    model, tokenizer = tiny_model(seed=3)
+    if tied:
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+    new = transplant(model, tokenizer, tokenizer, method)
+    ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, new(ids).logits)
+
+
+def test_mean_of_a_new_token_is_the_mean_of_its_old_subtokens():
+    model, old = tiny_model(seed=0)
+    new_tokenizer = tiny_tokenizer(vocab_size=420)
+    rows = MeanInit()(model.get_input_embeddings().weight.detach(), old, new_tokenizer)
+    old_bytes = byte_table(old)
+    lookup = {data: i for i, data in reversed(list(enumerate(old_bytes)))}
+    checked = 0
+    for index, data in enumerate(byte_table(new_tokenizer)):
+        if data in lookup or index in new_tokenizer.all_special_ids:
+            continue
+        pieces = split_with_old(data, old, lookup)
+        assert len(pieces) >= 2 and b"".join(old_bytes[p] for p in pieces) == data
+        expected = model.get_input_embeddings().weight[pieces].mean(0)
+        torch.testing.assert_close(rows[index], expected)
+        checked += 1
+    assert checked > 10
+
+
+def test_output_directory_loads_and_generates(tmp_path):
+    model, old = tiny_model(seed=0)
+    new_tokenizer = tiny_tokenizer(vocab_size=420)
+    out = tmp_path / "transplanted"
+    transplant(model, old, new_tokenizer, "mean", out=out)
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.get_input_embeddings().weight.shape[0] == len(new_tokenizer)
+    ids = torch.tensor([new_tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    out_ids = loaded.generate(ids, max_new_tokens=4, do_sample=False)
+    assert out_ids.shape[1] == ids.shape[1] + 4
+    with pytest.raises(UserError, match="exists"):
+        transplant(model, old, new_tokenizer, "mean", out=out)
+    transplant(model, old, new_tokenizer, "random", out=out, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transplanted"]  # no leftovers
+
+
+def test_bad_method_and_missing_head():
+    model, tokenizer = tiny_model()
+    with pytest.raises(UserError, match="unknown method"):
+        transplant(model, tokenizer, tokenizer, "magic")
+
+    class Headless(torch.nn.Module):
+        config = model.config
+
+        def get_output_embeddings(self):
+            return None
+
+    with pytest.raises(UserError, match="no language-model head"):
+        transplant(Headless(), tokenizer, tokenizer)
