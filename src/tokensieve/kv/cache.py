@@ -10,11 +10,12 @@ its original position and the policy's running score. The model sees a normal ca
 - ``get_mask_sizes()`` reports the physical length with an offset of seen − kept, so the
   causal mask of a new chunk treats every kept key as past and itself as causal.
 
-Eviction runs after each layer's attention (a forward hook sees the attention weights,
-as H2O and Keyformer need), so the tokens of the current forward attended to the
-uncompressed cache and the compression applies from the next forward on, the same
-post-attention semantics as kvpress. Every layer keeps the same number of slots per
-KV head (different positions per head), so one causal mask serves all layers.
+Eviction runs after each layer's attention (the policy has seen the attention weights
+it needs, handed over in chunks by `tokensieve.kv.attention`), so the tokens of the
+current forward attended to the uncompressed cache and the compression applies from
+the next forward on, the same post-attention semantics as kvpress. Every layer keeps
+the same number of slots per KV head (different positions per head), so one causal
+mask serves all layers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from tokensieve.errors import UserError
+from tokensieve.kv.attention import SCORING
 from tokensieve.kv.policy import KVPolicy
 from tokensieve.signals import attention_modules
 
@@ -120,6 +122,7 @@ class CompressedCache(Cache):
         self.budget: int | None = None
         self.prompt_length: int | None = None
         self.state: dict = {}  # per-stream policy state (e.g. SirLLM's last logits)
+        self.observed = False  # set when the policy has seen attention weights
 
     def kv_bytes(self) -> int:
         """Bytes held by keys and values now (the memory eviction frees)."""
@@ -140,11 +143,18 @@ class CompressedCache(Cache):
             self.budget = self.policy.resolve_budget(self.prompt_length)
         return self.budget
 
+    def observe(self, layer_idx: int, attention: torch.Tensor) -> None:
+        """Let the policy score the layer's slots from some query rows' attention."""
+        self.policy.observe(self.layers[layer_idx], attention, layer_idx)
+        self.observed = True
+
     def after_attention(self, layer_idx: int, attention: torch.Tensor | None) -> None:
-        """Score the layer's slots with this forward's attention, then evict to budget."""
+        """After a layer's attention (already observed when `attention` is None), evict
+        to the budget."""
         layer = self.layers[layer_idx]
         self.resolve_budget()
-        self.policy.observe(layer, attention, layer_idx)
+        if attention is not None:
+            self.observe(layer_idx, attention)
         if self.policy.compress_after_attention(layer):
             indices = self.policy.keep_indices(layer, self.budget)
             if indices is not None:
@@ -164,17 +174,16 @@ def attention_layers(model) -> list[torch.nn.Module]:
 def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     """Let `cache` see each layer's attention while the model runs inside this block.
 
-    Policies that score with attention switch the model to eager attention (the one
-    that returns weights) for the duration.
+    Policies that score with attention switch the model to `tokensieve.kv.attention`'s
+    scoring attention (equal to eager, weights handed over in chunks) for the duration.
     """
 
     def hook(module, args, kwargs, output):
-        past = kwargs.get("past_key_values")
-        if past is cache:
+        if kwargs.get("past_key_values") is cache:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if cache.policy.needs_attention and weights is None:
-                raise RuntimeError("attention weights missing: eager attention is required")
             cache.after_attention(module.layer_idx, weights)
+            if cache.policy.needs_attention and not cache.observed:
+                raise RuntimeError("the policy saw no attention weights")
 
     previous = model.config._attn_implementation
     modules = attention_layers(model)
@@ -182,10 +191,10 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
         from tokensieve.kv.selection import IMPLEMENTATION
 
         model.set_attn_implementation(IMPLEMENTATION)
-        for module in modules:
-            module._tokensieve_cache = cache
-    elif cache.policy.needs_attention and previous != "eager":
-        model.set_attn_implementation("eager")
+    elif cache.policy.needs_attention:
+        model.set_attn_implementation(SCORING)
+    for module in modules:
+        module._tokensieve_cache = cache
 
     def logits_hook(module, args, kwargs, output):
         if kwargs.get("past_key_values") is cache:

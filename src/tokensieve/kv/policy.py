@@ -45,6 +45,7 @@ class KVPolicy:
     needs_attention: ClassVar[bool] = True
     needs_logits: ClassVar[bool] = False  # True: `after_forward` sees the model's logits
     every_step: ClassVar[bool] = True  # False: compress once, after the prompt
+    query_rows: ClassVar[int | None] = None  # observe only the last rows (None: all)
 
     def __post_init__(self) -> None:
         budget = self.budget
@@ -84,7 +85,9 @@ class KVPolicy:
         """Called with the model's output when ``needs_logits`` (default: nothing)."""
 
     def observe(self, layer, attention: torch.Tensor | None, layer_idx: int) -> None:
-        """Update ``layer.scores`` from this forward's attention (default: nothing)."""
+        """Update ``layer.scores`` from attention weights of this forward's query rows
+        (default: nothing). Long forwards arrive in consecutive chunks of rows, the last
+        ``query_rows`` only when set, so a score must add up over chunks."""
 
     def slot_scores(self, layer) -> torch.Tensor:
         """Scores used to rank slots now (default: the running ``layer.scores``)."""

@@ -39,9 +39,10 @@ class KeyformerPolicy(KVPolicy):
         return self.tau_init + step * slope
 
     def observe(self, layer, attention, layer_idx):
-        logits = attention.float().clamp_min(1e-30).log()
-        logits = logits.masked_fill(attention == 0, float("-inf"))
-        uniform = torch.rand(logits.shape, generator=self.generator).clamp(1e-10, 1 - 1e-10)
-        gumbel = -torch.log(-torch.log(uniform))
-        scores = torch.softmax((logits + gumbel) / self.temperature(layer.calls), dim=-1)
+        # Gumbel(0, 1) = -log(-log U); in place, as a prefill chunk holds many entries.
+        noise = torch.rand(attention.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
+        logits = attention.float().log()  # masked keys: log 0 = -inf
+        logits -= noise.log_().neg_().log_()
+        logits /= self.temperature(layer.calls)
+        scores = torch.softmax(logits, dim=-1)
         layer.scores += per_kv_head(scores, layer.keys.shape[1]).sum(dim=(2, 3))

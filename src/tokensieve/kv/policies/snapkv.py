@@ -22,6 +22,10 @@ class SnapKVPolicy(KVPolicy):
     name = "snapkv"
     every_step = False
 
+    @property
+    def query_rows(self) -> int:
+        return self.window
+
     def recent_slots(self, budget: int) -> int:
         return min(self.window, budget)
 

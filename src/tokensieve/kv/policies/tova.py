@@ -16,6 +16,7 @@ from tokensieve.kv.policy import KVPolicy
 class TOVAPolicy(KVPolicy):
     recent: float | int = 1
     name = "tova"
+    query_rows = 1
 
     def observe(self, layer, attention, layer_idx):
         current = attention[:, :, -1, :].float().mean(dim=1)  # [batch, keys]
