@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,17 @@ bench-signals: $(STAMP)
 
 # genlm-control 0.4.1 runs beside our transformers/torch, so it shares .venv;
 # Debian's wamerican gives the word list of the `wordlist` task.
+# kvpress pins transformers 5.2: it gets its own venv; the text is Debian's python3.11-doc.
+KVPRESS_VENV := benchmarks/.venvs/kvpress
+$(KVPRESS_VENV)/.installed:
+	$(PYTHON) -m venv $(KVPRESS_VENV)
+	$(KVPRESS_VENV)/bin/pip install -q $(TORCH) kvpress==0.5.5
+	touch $@
+
+bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed
+	test -d /usr/share/doc/python3.11/html/_sources || apt-get install -y -q python3.11-doc
+	$(PY) benchmarks/kv.py
+
 bench-generate: $(STAMP)
 	$(PIP) install -q -e '.[bench]' $(TORCH)
 	test -f /usr/share/dict/words || (apt-get update -qq && apt-get install -y -qq wamerican)

@@ -471,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     kv_eval.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
     kv_eval.add_argument("--quiet", action="store_true")
     kv_eval.set_defaults(run=cmd_kv_eval)
+
+    from tokensieve.vocab.cli import register as register_vocab
+
+    register_vocab(commands, _Parser)
     return parser
 
 

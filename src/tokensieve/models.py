@@ -274,3 +274,24 @@ def tiny_model(
         model.lm_head.weight.mul_(head_scale)
     model.name_or_path = "tiny-llama"
     return model, tokenizer
+
+
+def load_tokenizer(spec: str | os.PathLike):
+    """A tokenizer from a model directory, a ``tokenizer.json`` file or a ``.gguf`` file."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(spec).expanduser()
+    try:
+        if path.is_file() and path.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        if path.is_file() and path.suffix == ".json":
+            return PreTrainedTokenizerFast(tokenizer_file=str(path))
+        if path.is_dir():
+            return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # tokenizers and transformers raise many kinds here
+        first = first_line(exc, type(exc).__name__)
+        raise UserError(f"could not read a tokenizer from '{spec}': {first}") from None
+    raise UserError(
+        f"no tokenizer at '{spec}': give a directory with tokenizer files, a tokenizer.json "
+        "or a .gguf file"
+    )

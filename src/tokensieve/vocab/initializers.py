@@ -1,18 +1,21 @@
 """Initialisers: an embedding row for every token of the new vocabulary.
 
-Every initialiser first copies the rows of tokens the old vocabulary has with the very
-same bytes (so transplanting onto the same tokenizer reproduces the model exactly) and
-maps special tokens by role (bos, eos, pad, unk, chat markers by content). The rest is
-the initialiser's job; it sees each new token as the old tokenizer's split of its bytes.
+An initialiser makes a `Plan`: which new tokens copy an old row (the very same bytes,
+so transplanting onto the same tokenizer reproduces the model exactly; special tokens
+by role), which are a weighted mixture of old rows, and which are drawn at random. The
+plan is computed once and applied to the input embeddings and, when untied, to the
+output head, so both get the same mixing weights (as TokenAdapt does).
 
 - `MeanInit`: the mean of the old subtokens' rows (the common baseline).
 - `RandomInit`: a random direction with the mean norm of the old rows (seeded).
-TokenAdapt and OMP come in a later slice (issue 6).
+- `TokenAdaptInit` (tokenadapt.py) and `OMPInit` (omp.py): mixtures chosen in an
+  auxiliary embedding space.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,53 +42,122 @@ def split_with_old(data: bytes, old_tokenizer, old_lookup: dict[bytes, int]) -> 
 ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
 
 
+@dataclass
+class NewToken:
+    """A new-vocabulary token the old vocabulary lacks."""
+
+    index: int
+    data: bytes
+    pieces: list[int]  # the old tokenizer's split of `data`
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class Plan:
+    """How each new row is made. Rows not copied or mixed are drawn at random."""
+
+    size: int
+    copies: dict[int, int] = field(default_factory=dict)  # new id → old id
+    mixtures: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+    seed: int = 0
+
+    def random_ids(self) -> list[int]:
+        return [i for i in range(self.size) if i not in self.copies and i not in self.mixtures]
+
+    def apply(self, old_rows: torch.Tensor) -> torch.Tensor:
+        """``[V_old, d]`` rows → ``[V_new, d]``: copies, weighted sums, random rows."""
+        old = old_rows.detach().float()
+        rows = torch.zeros(self.size, old.shape[1])
+        if self.copies:
+            new_ids = torch.tensor(list(self.copies))
+            rows[new_ids] = old[torch.tensor(list(self.copies.values()))]
+        items = list(self.mixtures.items())
+        for start in range(0, len(items), 4096):  # bounded memory for big vocabularies
+            chunk = items[start : start + 4096]
+            targets = torch.tensor([i for i, (ids, _) in chunk for _ in ids])
+            sources = torch.tensor([s for _, (ids, _) in chunk for s in ids])
+            weights = torch.tensor([w for _, (_, ws) in chunk for w in ws])
+            rows.index_add_(0, targets, old[sources] * weights[:, None])
+        drawn = self.random_ids()
+        if drawn:
+            generator = torch.Generator().manual_seed(self.seed)
+            directions = torch.randn(len(drawn), old.shape[1], generator=generator)
+            norm = old.norm(dim=1).mean()
+            rows[torch.tensor(drawn)] = directions / directions.norm(dim=1, keepdim=True) * norm
+        return rows.to(old_rows.dtype)
+
+
 class Initializer(ABC):
+    """Copies what the old vocabulary has; `mix` decides the rest."""
+
     name = "initializer"
 
-    def __call__(self, old_rows: torch.Tensor, old_tokenizer, new_tokenizer) -> torch.Tensor:
-        """``[V_old, d]`` rows → ``[V_new, d]`` rows for `new_tokenizer`'s vocabulary."""
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def plan(self, old_tokenizer, new_tokenizer, old_rows: torch.Tensor) -> Plan:
         old_bytes, new_bytes = byte_table(old_tokenizer), byte_table(new_tokenizer)
         old_lookup: dict[bytes, int] = {}
         for index, data in enumerate(old_bytes):
             old_lookup.setdefault(data, index)
-        new_rows = torch.zeros(len(new_bytes), old_rows.shape[1], dtype=old_rows.dtype)
-        done = torch.zeros(len(new_bytes), dtype=torch.bool)
+        plan = Plan(size=len(new_bytes), seed=self.seed)
         for role in ROLES:
             old_id, new_id = getattr(old_tokenizer, role), getattr(new_tokenizer, role)
-            if old_id is not None and new_id is not None and not done[new_id]:
-                new_rows[new_id], done[new_id] = old_rows[old_id], True
+            if old_id is not None and new_id is not None and new_id not in plan.copies:
+                plan.copies[new_id] = old_id
         for index, data in enumerate(new_bytes):
-            if not done[index] and data in old_lookup:
-                new_rows[index], done[index] = old_rows[old_lookup[data]], True
-        for index in torch.nonzero(~done).flatten().tolist():
-            pieces = split_with_old(new_bytes[index], old_tokenizer, old_lookup)
-            new_rows[index] = self.initialize(old_rows, pieces, index)
-        return new_rows
+            if index not in plan.copies and data in old_lookup:
+                plan.copies[index] = old_lookup[data]
+        todo = [
+            NewToken(index, data, split_with_old(data, old_tokenizer, old_lookup))
+            for index, data in enumerate(new_bytes)
+            if index not in plan.copies
+        ]
+        plan.mixtures = self.mix(todo, old_tokenizer, old_rows, plan)
+        return plan
+
+    def __call__(self, old_rows: torch.Tensor, old_tokenizer, new_tokenizer) -> torch.Tensor:
+        """``[V_old, d]`` rows → ``[V_new, d]`` rows for `new_tokenizer`'s vocabulary."""
+        return self.plan(old_tokenizer, new_tokenizer, old_rows).apply(old_rows)
 
     @abstractmethod
-    def initialize(self, old_rows: torch.Tensor, pieces: list[int], index: int) -> torch.Tensor:
-        """The row of a new token the old vocabulary lacks, split into old `pieces`."""
+    def mix(
+        self, todo: list[NewToken], old_tokenizer, old_rows: torch.Tensor, plan: Plan
+    ) -> dict[int, tuple[list[int], list[float]]]:
+        """Mixing weights over old rows for the new tokens in `todo` (those left out
+        are drawn at random). `plan.copies` holds the tokens both vocabularies share."""
 
 
 class MeanInit(Initializer):
     name = "mean"
 
-    def initialize(self, old_rows, pieces, index):
-        if not pieces:
-            return old_rows.mean(0)
-        return old_rows[pieces].mean(0)
+    def mix(self, todo, old_tokenizer, old_rows, plan):
+        return {t.index: (t.pieces, [1 / len(t.pieces)] * len(t.pieces)) for t in todo if t.pieces}
 
 
 class RandomInit(Initializer):
     name = "random"
 
-    def __init__(self, seed: int = 0):
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def initialize(self, old_rows, pieces, index):
-        direction = torch.randn(old_rows.shape[1], generator=self.generator)
-        norm = old_rows.float().norm(dim=1).mean()
-        return (direction / direction.norm() * norm).to(old_rows.dtype)
+    def mix(self, todo, old_tokenizer, old_rows, plan):
+        return {}
 
 
-INITIALIZERS = {"mean": MeanInit, "random": RandomInit}
+def make_initializer(method: str, **options) -> Initializer:
+    """An initialiser by its CLI name, with the options it understands."""
+    import inspect
+
+    from tokensieve.errors import UserError
+    from tokensieve.vocab.omp import OMPInit
+    from tokensieve.vocab.tokenadapt import TokenAdaptInit
+
+    kinds = {"tokenadapt": TokenAdaptInit, "mean": MeanInit, "random": RandomInit, "omp": OMPInit}
+    if method not in kinds:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(kinds)}")
+    accepted = inspect.signature(kinds[method]).parameters
+    return kinds[method](**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+METHODS = ("tokenadapt", "mean", "random", "omp")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from tokensieve.errors import UserError
-from tokensieve.vocab.initializers import INITIALIZERS
+from tokensieve.vocab.initializers import make_initializer
 
 
 def transplant(
@@ -23,26 +23,34 @@ def transplant(
     out: str | os.PathLike | None = None,
     force: bool = False,
     seed: int = 0,
+    **options,
 ):
     """A copy of `model` speaking `new_tokenizer`; saved to `out` when given.
 
-    Tied embeddings stay tied; an untied output head gets its rows from the same
-    initialiser applied to the old head. `out` must not exist (unless `force`) and is
+    `method` is ``tokenadapt``, ``mean``, ``random`` or ``omp``; `options` go to its
+    initialiser (e.g. ``space``, ``temperature``, ``k``, ``donor_rows``). Tied
+    embeddings stay tied; an untied output head gets its rows from the same plan (the
+    same mixing weights) applied to the old head. `out` must not exist (unless `force`) and is
     written to a temporary sibling first, so an interrupted write leaves no half model.
     """
-    if method not in INITIALIZERS:
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(INITIALIZERS)}")
+    initializer = make_initializer(method, seed=seed, **options)
     head = model.get_output_embeddings()
     if head is None:
         raise UserError(f"{type(model).__name__} has no language-model head to transplant")
+    rows_held = model.get_input_embeddings().weight.shape[0]
+    if len(old_tokenizer) > rows_held:
+        raise UserError(
+            f"the model's tokenizer has {len(old_tokenizer)} tokens but its embeddings only "
+            f"{rows_held} rows: the tokenizer does not belong to this model"
+        )
     if out is not None:
         _check_output(Path(out), model, force)
-    make = INITIALIZERS[method]
-    options = {"seed": seed} if method == "random" else {}
     with torch.no_grad():
-        rows = make(**options)(model.get_input_embeddings().weight, old_tokenizer, new_tokenizer)
+        embeddings = model.get_input_embeddings().weight
+        plan = initializer.plan(old_tokenizer, new_tokenizer, embeddings)
+        rows = plan.apply(embeddings)
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
-        head_rows = None if tied else make(**options)(head.weight, old_tokenizer, new_tokenizer)
+        head_rows = None if tied else plan.apply(head.weight)
         new = copy.deepcopy(model)
         new.resize_token_embeddings(rows.shape[0])
         new.get_input_embeddings().weight.copy_(rows)

@@ -1,0 +1,548 @@
+"""Benchmark: KV-cache compression, our policies vs kvpress's presses, same model and inputs.
+
+Real text from Debian's ``python3.11-doc`` (the reStructuredText sources of the Python
+documentation), the embedded SmolLM2-135M-Instruct, and in the same run kvpress 0.5.5
+in its own venv (``benchmarks/.venvs/kvpress``: it pins transformers 5.2), driven by
+``kv_press_worker.py`` on the same model directory and the same token ids.
+
+1. Fidelity: the first 1024 tokens of two documentation pages are read (the prompt
+   the policy compresses), then the next 64 tokens of each are fed one by one; at each
+   step the next-token distribution is compared with our full cache's: perplexity,
+   KL(full ‖ compressed), top-1 agreement. Budgets 10/20/30/50% of the prompt.
+2. Passkey: a random 5-digit key hidden at depths 0.1–0.9 in tutorial pages, 20 cases
+   per cell, the prompt ending "The secret passkey is", correct if the greedy digits
+   equal the key; 20% budget. Every method at 1k tokens; at 2k and 4k the methods whose
+   prefill costs what a plain forward does (H2O, Keyformer, SirLLM, ObservedAttention
+   and KVzip need every query's attention, all logits or a second pass: their 2k-4k
+   cells would take hours on 2 cores).
+3. Speed and memory: decode tokens/s (median over steps) and the decode phase's peak
+   RSS after prefilling 1k-8k tokens, full cache vs 20%, each cell in a fresh process.
+
+Run: ``make bench-kv``. Finished cells go to ``benchmarks/.cache/kv.jsonl``; an
+interrupted run resumes there (``--fresh`` starts over, ``--replot`` redraws).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from common import (  # noqa: E402
+    CHECKPOINTS,
+    RESULTS,
+    ROOT,
+    Checkpoint,
+    environment_record,
+    median_iqr,
+    record,
+    write_results,
+)
+from tqdm.auto import tqdm  # noqa: E402
+
+from tokensieve import load_model  # noqa: E402
+from tokensieve.evaluate.kv_fidelity import compare, teacher_forced_logits  # noqa: E402
+from tokensieve.evaluate.passkey import answer_digits, make_passkey_case  # noqa: E402
+from tokensieve.kv import CompressedCache, compression, make_policy  # noqa: E402
+from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
+
+DOCS = Path("/usr/share/doc/python3.11/html/_sources")
+PRESS_PYTHON = ROOT / ".venvs" / "kvpress" / "bin" / "python"
+WORKER = ROOT / "kv_press_worker.py"
+
+OURS = ["streaming", "h2o", "keyformer", "sirllm", "snapkv", "tova", "random", "tokenselect",
+        "tidaldecode"]  # fmt: skip
+PRESSES = ["streaming_llm", "snapkv", "observed_attention", "tova", "expected_attention",
+           "kvzip", "decoding"]  # fmt: skip
+BUDGETS = [0.1, 0.2, 0.3, 0.5]
+FIDELITY_PAGES = ["library/functions.rst.txt", "library/stdtypes.rst.txt"]
+FIDELITY_CONTEXT, FIDELITY_DECODE = 1024, 64
+PASSKEY_BUDGET, PASSKEY_CASES, PASSKEY_NEW = 0.2, 20, 8
+DEPTHS = [0.1, 0.3, 0.5, 0.7, 0.9]
+PASSKEY_METHODS = {  # context → (ours, presses); "full" is the ceiling
+    1024: (["full", *[p for p in OURS if p != "random"]], PRESSES[:-1]),
+    2048: (["full", "streaming", "snapkv", "tova", "tokenselect", "tidaldecode"],
+           ["streaming_llm", "snapkv", "tova", "expected_attention"]),
+    4096: (["full", "streaming", "snapkv"], ["streaming_llm", "snapkv"]),
+}  # fmt: skip
+SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
+SPEED_OURS, SPEED_PRESSES = ["full", "streaming", "snapkv", "tova"], ["none", "snapkv"]
+
+
+def pages(pattern: str) -> str:
+    files = sorted(DOCS.glob(pattern))
+    if not files:
+        raise SystemExit(f"no {DOCS}/{pattern}: install Debian's python3.11-doc (make bench-kv)")
+    return "\n\n".join(f.read_text() for f in files)
+
+
+def policy_for(name: str, budget: float):
+    return make_policy("full") if name == "full" else make_policy(name, budget=budget)
+
+
+def run_worker(job: dict) -> dict:
+    """Run one kvpress job in kvpress's venv; its log stays in benchmarks/.cache."""
+    work = CHECKPOINTS / "kvpress"
+    work.mkdir(parents=True, exist_ok=True)
+    tag = f"{job['kind']}-{job['press']}-{job['ratio']}-{job.get('context', '')}"
+    job_file, result_file, log = work / f"{tag}.job.json", work / f"{tag}.json", work / f"{tag}.log"
+    job_file.write_text(json.dumps(job))
+    env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    with log.open("w") as out:
+        done = subprocess.run(
+            [str(PRESS_PYTHON), str(WORKER), str(job_file), str(result_file)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, check=False,
+        )  # fmt: skip
+    if done.returncode:
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise SystemExit(f"kvpress worker failed ({tag}): {' | '.join(tail)}")
+    return json.loads(result_file.read_text())
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.model, self.tokenizer = load_model()
+        self.model_dir = str(converted_gguf(embedded_model_file()))
+        self.checkpoint = Checkpoint("kv", fresh=args.fresh)
+        self.records: list[dict] = []
+
+    def cell(self, key: str, compute) -> None:
+        """Records of a finished cell from the checkpoint, else computed and saved."""
+        found = self.checkpoint.get(key)
+        if found is None:
+            found = compute()
+            self.checkpoint.put(key, found)
+        self.records += found
+
+    def setting(self, budget, context, **extra) -> dict:
+        return {"budget": budget, "context_tokens": context, "model": EMBEDDED_NAME, **extra}
+
+    # 1. fidelity -------------------------------------------------------------------
+    def fidelity(self) -> None:
+        segments = []
+        for page in FIDELITY_PAGES:
+            ids = self.tokenizer((DOCS / page).read_text(), add_special_tokens=False)["input_ids"]
+            segments.append(ids[: FIDELITY_CONTEXT + FIDELITY_DECODE + 1])
+        references = [self.reference(i, ids) for i, ids in enumerate(segments)]
+        targets = [torch.tensor(ids[FIDELITY_CONTEXT:]) for ids in segments]
+        cells = [("tokensieve", m, b) for m in OURS for b in BUDGETS]
+        cells += [("kvpress", "none", 1.0)]
+        cells += [("kvpress", p, b) for p in PRESSES for b in BUDGETS]
+        if self.args.skip_kvpress:
+            cells = [c for c in cells if c[0] == "tokensieve"]
+        for impl, method, budget in tqdm(cells, desc="fidelity"):
+
+            def compute(impl=impl, method=method, budget=budget):
+                logits, kv_bytes = [], []
+                for i, ids in enumerate(segments):
+                    if impl == "tokensieve":
+                        policy = policy_for(method, budget)
+                        rows, cache = teacher_forced_logits(
+                            self.model, torch.tensor(ids), FIDELITY_CONTEXT, policy
+                        )
+                        kv_bytes.append(cache.kv_bytes())
+                    else:
+                        out = CHECKPOINTS / f"kvpress-logits-{i}.pt"
+                        result = run_worker(
+                            self.job("fidelity", method, budget, ids=ids,
+                                     context=FIDELITY_CONTEXT, logits_out=str(out))
+                        )  # fmt: skip
+                        rows = torch.load(out)
+                        out.unlink()
+                        kv_bytes.append(result["kv_bytes"])
+                    logits.append(rows)
+                ppl, kl, top1 = compare(
+                    torch.cat(references), torch.cat(logits), torch.cat(targets)
+                )
+                setting = self.setting(
+                    budget, FIDELITY_CONTEXT, decoded=sum(len(t) for t in targets),
+                    pages=FIDELITY_PAGES,
+                )  # fmt: skip
+                steps = sum(len(t) for t in targets)
+                return [
+                    record("kv", method, impl, setting, "perplexity", ppl, "", steps),
+                    record("kv", method, impl, setting, "kl_to_full", kl, "nats", steps),
+                    record("kv", method, impl, setting, "top1_agreement", top1, "fraction", steps),
+                    record("kv", method, impl, setting, "kv_bytes", statistics.mean(kv_bytes),
+                           "bytes", len(kv_bytes)),
+                ]  # fmt: skip
+
+            self.cell(f"fidelity/{impl}/{method}/{budget}", compute)
+        full = self.setting(1.0, FIDELITY_CONTEXT, decoded=sum(len(t) for t in targets))
+        ppl, _, _ = compare(torch.cat(references), torch.cat(references), torch.cat(targets))
+        self.records.append(record("kv", "full", "tokensieve", full, "perplexity", ppl, "", 1))
+
+    def reference(self, index: int, ids: list[int]) -> torch.Tensor:
+        path = CHECKPOINTS / f"kv-reference-{index}-{len(ids)}.pt"
+        if path.is_file() and not self.args.fresh:
+            return torch.load(path)
+        rows, _ = teacher_forced_logits(self.model, torch.tensor(ids), FIDELITY_CONTEXT)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(rows, path)
+        return rows
+
+    def job(self, kind, press, budget, **extra) -> dict:
+        return {"model_dir": self.model_dir, "kind": kind, "press": press,
+                "ratio": round(1 - budget, 6), **extra}  # fmt: skip
+
+    # 2. passkey --------------------------------------------------------------------
+    def passkey(self, context: int) -> None:
+        haystack = pages("tutorial/*.rst.txt")
+        cases = [
+            make_passkey_case(self.tokenizer, haystack, context, DEPTHS[i % len(DEPTHS)], i)
+            for i in range(PASSKEY_CASES)
+        ]
+        ours, presses = PASSKEY_METHODS[context]
+        cells = [("tokensieve", m) for m in ours]
+        if not self.args.skip_kvpress:
+            cells += [("kvpress", p) for p in presses]
+        for impl, method in tqdm(cells, desc=f"passkey {context}"):
+
+            def compute(impl=impl, method=method):
+                budget = 1.0 if method == "full" else PASSKEY_BUDGET
+                if impl == "tokensieve":
+                    policy = lambda: policy_for(method, budget)  # noqa: E731 (fresh per case)
+                    answers = [
+                        answer_digits(self.model, self.tokenizer, c, policy(), PASSKEY_NEW)
+                        for c in cases
+                    ]
+                else:
+                    result = run_worker(
+                        self.job("passkey", method, budget, cases=[c.ids for c in cases],
+                                 new_tokens=PASSKEY_NEW, context=context)
+                    )  # fmt: skip
+                    answers = [
+                        re.sub(r"\D", "", self.tokenizer.decode(g, skip_special_tokens=True))[:5]
+                        for g in result["answers"]
+                    ]
+                correct = [a == c.key for a, c in zip(answers, cases, strict=True)]
+                accuracy = sum(correct) / len(cases)
+                error = math.sqrt(accuracy * (1 - accuracy) / len(cases))
+                setting = self.setting(budget, context, depths=DEPTHS, answers=answers)
+                return [
+                    record("kv", method, impl, setting, "passkey_accuracy", accuracy,
+                           "fraction", len(cases), error)
+                ]  # fmt: skip
+
+            self.cell(f"passkey/{context}/{impl}/{method}", compute)
+
+    # 3. speed and memory -------------------------------------------------------------
+    def speed(self) -> None:
+        cells = [("tokensieve", m, n) for n in SPEED_CONTEXTS for m in SPEED_OURS]
+        if not self.args.skip_kvpress:
+            cells += [("kvpress", p, n) for n in SPEED_CONTEXTS for p in SPEED_PRESSES]
+        for impl, method, context in tqdm(cells, desc="decode speed"):
+
+            def compute(impl=impl, method=method, context=context):
+                full = method in ("full", "none")
+                budget = 1.0 if full else SPEED_BUDGET
+                ids = speed_ids(self.tokenizer, context)
+                if impl == "tokensieve":
+                    out = CHECKPOINTS / "kv-speed-cell.json"
+                    subprocess.run(
+                        [sys.executable, __file__, "--speed-cell", method, str(context), str(out)],
+                        check=True,
+                    )
+                    result = json.loads(out.read_text())
+                else:
+                    result = run_worker(
+                        self.job("speed", method, budget, ids=ids, context=context,
+                                 decode=SPEED_DECODE)
+                    )  # fmt: skip
+                rates = [1 / s for s in result["step_seconds"]]
+                rate, spread = median_iqr(rates)
+                setting = self.setting(budget, context, decoded=SPEED_DECODE)
+                return [
+                    record("kv", method, impl, setting, "decode_tokens_per_second", rate,
+                           "tokens/s", len(rates), spread),
+                    record("kv", method, impl, setting, "peak_memory_mb",
+                           result["peak_memory_mb"], "MB"),
+                    record("kv", method, impl, setting, "kv_bytes", result["kv_bytes"], "bytes"),
+                ]  # fmt: skip
+
+            self.cell(f"speed/{impl}/{method}/{context}", compute)
+
+
+def speed_ids(tokenizer, context: int) -> list[int]:
+    ids = tokenizer(pages("reference/*.rst.txt"), add_special_tokens=False)["input_ids"]
+    return ids[: context + SPEED_DECODE + 1]
+
+
+def rss_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@torch.no_grad()
+def speed_cell(method: str, context: int, out: Path) -> None:
+    """One speed cell in this fresh process: prefill, then time teacher-forced decoding."""
+    model, tokenizer = load_model()
+    ids = speed_ids(tokenizer, context)
+    cache = CompressedCache(model.config, policy_for(method, SPEED_BUDGET))
+    with compression(model, cache):
+        model(input_ids=torch.tensor([ids[:context]]), past_key_values=cache, logits_to_keep=1)
+        kv_bytes = cache.kv_bytes()
+        with open("/proc/self/clear_refs", "w") as f:  # the decode phase's own peak
+            f.write("5")
+        steps = []
+        for t in range(context, context + SPEED_DECODE):
+            start = time.perf_counter()
+            model(input_ids=torch.tensor([[ids[t]]]), past_key_values=cache)
+            steps.append(time.perf_counter() - start)
+    result = {"step_seconds": steps, "kv_bytes": kv_bytes, "peak_memory_mb": rss_mb("VmHWM")}
+    out.write_text(json.dumps(result))
+
+
+# results ---------------------------------------------------------------------------
+
+
+def find(records, metric, impl, method, **setting):
+    for r in records:
+        if (r["metric"], r["implementation"], r["method"]) == (metric, impl, method) and all(
+            r["setting"].get(k) == v for k, v in setting.items()
+        ):
+            return r
+    return None
+
+
+def methods_of(records, metric):
+    return list(dict.fromkeys(
+        (r["implementation"], r["method"]) for r in records if r["metric"] == metric
+    ))  # fmt: skip
+
+
+def table(records) -> str:
+    env = next(r["setting"] for r in records if r["metric"] == "environment")
+    lines = [
+        "# kv: KV-cache compression, tokensieve vs kvpress",
+        "",
+        f"Model {EMBEDDED_NAME} (CPU, 2 cores), torch {env['torch']}, transformers "
+        f"{env['transformers']} (kvpress {env.get('kvpress')} in its own venv with "
+        f"transformers {env.get('kvpress_transformers')}). Text: Debian python3.11-doc.",
+        "",
+        f"## Fidelity to the full cache ({FIDELITY_CONTEXT}-token prompt compressed, "
+        f"{2 * FIDELITY_DECODE} tokens decoded teacher-forced over two pages)",
+        "",
+        "| implementation | method | " + " | ".join(
+            f"KL {int(b * 100)}% | top-1 {int(b * 100)}% | ppl {int(b * 100)}%" for b in BUDGETS
+        ) + " |",
+        "|---|---|" + "---:|" * (3 * len(BUDGETS)),
+    ]  # fmt: skip
+    for impl, method in methods_of(records, "kl_to_full"):
+        if method == "none":
+            continue
+        cells = []
+        for b in BUDGETS:
+            got = [find(records, m, impl, method, budget=b, context_tokens=FIDELITY_CONTEXT)
+                   for m in ("kl_to_full", "top1_agreement", "perplexity")]  # fmt: skip
+            cells += [f"{g['value']:.3f}" if g else "" for g in got[:2]]
+            cells.append(f"{got[2]['value']:.2f}" if got[2] else "")
+        lines.append(f"| {impl} | {method} | " + " | ".join(cells) + " |")
+    full = find(records, "perplexity", "tokensieve", "full", budget=1.0)
+    none = find(records, "kl_to_full", "kvpress", "none")
+    if full:
+        lines += ["", f"Full-cache perplexity: {full['value']:.2f}."]
+    if none:
+        lines[-1] += (
+            f" kvpress without a press (transformers {env.get('kvpress_transformers')}) vs our "
+            f"full cache: KL {none['value']:.2e} nats (the two stacks agree)."
+        )
+    contexts = list(PASSKEY_METHODS)
+    lines += [
+        "",
+        f"## Passkey retrieval, {int(PASSKEY_BUDGET * 100)}% budget ({PASSKEY_CASES} cases per "
+        "cell, depths 0.1–0.9; ± standard error)",
+        "",
+        "| implementation | method | " + " | ".join(f"{n} tokens" for n in contexts) + " |",
+        "|---|---|" + "---:|" * len(contexts),
+    ]
+    for impl, method in methods_of(records, "passkey_accuracy"):
+        cells = []
+        for n in contexts:
+            r = find(records, "passkey_accuracy", impl, method, context_tokens=n)
+            cells.append(f"{r['value']:.2f} ± {r['spread']:.2f}" if r else "—")
+        lines.append(f"| {impl} | {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"## Decode speed and memory ({SPEED_DECODE} decoded tokens after the prompt; median "
+        f"tokens/s ± IQR; peak RSS of the decode phase; {int(SPEED_BUDGET * 100)}% budget)",
+        "",
+        "| implementation | method | context | tokens/s | × full | KV MB | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for impl, method in methods_of(records, "decode_tokens_per_second"):
+        base = "full" if impl == "tokensieve" else "none"
+        for n in SPEED_CONTEXTS:
+            r = find(records, "decode_tokens_per_second", impl, method, context_tokens=n)
+            if r is None:
+                continue
+            ref = find(records, "decode_tokens_per_second", impl, base, context_tokens=n)
+            kv = find(records, "kv_bytes", impl, method, context_tokens=n, decoded=SPEED_DECODE)
+            peak = find(records, "peak_memory_mb", impl, method, context_tokens=n)
+            ratio = f"{r['value'] / ref['value']:.2f}" if ref else ""
+            lines.append(
+                f"| {impl} | {method} | {n} | {r['value']:.1f} ± {r['spread']:.1f} | {ratio} | "
+                f"{kv['value'] / 2**20:.1f} | {peak['value']:.0f} |"
+            )
+    lines += ["", *goals(records)]
+    return "\n".join(lines) + "\n"
+
+
+def best(records, metric, impl, pick, context, budget, exclude=("full", "none")):
+    """The method `pick` (max or min) chooses among `impl`'s compressed ones."""
+    rows = [r for r in records if r["metric"] == metric and r["implementation"] == impl
+            and r["method"] not in exclude and r["setting"]["context_tokens"] == context
+            and r["setting"]["budget"] == budget]  # fmt: skip
+    return pick(rows, key=lambda r: r["value"]) if rows else None
+
+
+def goals(records) -> list[str]:
+    lines = ["## Goals (issue 4)", ""]
+    for metric, pick, context, label in (
+        ("passkey_accuracy", max, 1024, "passkey accuracy at 1k tokens (higher is better)"),
+        ("kl_to_full", min, FIDELITY_CONTEXT, "KL to the full cache (lower is better)"),
+    ):
+        ours = best(records, metric, "tokensieve", pick, context, 0.2)
+        theirs = best(records, metric, "kvpress", pick, context, 0.2)
+        if ours and theirs:
+            lines.append(
+                f"- 20% budget, {label}: best tokensieve `{ours['method']}` {ours['value']:.3f} vs "
+                f"best kvpress `{theirs['method']}` {theirs['value']:.3f} "
+                f"(ratio ours/theirs {ours['value'] / max(theirs['value'], 1e-12):.2f})."
+            )
+    full = find(records, "decode_tokens_per_second", "tokensieve", "full", context_tokens=8192)
+    for method in SPEED_OURS[1:]:
+        r = find(records, "decode_tokens_per_second", "tokensieve", method, context_tokens=8192)
+        if full and r:
+            lines.append(
+                f"- decode throughput at 8k context, 20% budget, `{method}`: "
+                f"{r['value'] / full['value']:.2f}× the full cache (goal ≥ 1.5×)."
+            )
+    return lines
+
+
+def plots(records) -> dict[str, bytes]:
+    out = {}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, metric, title in (
+        (axes[0], "kl_to_full", "KL(full ‖ compressed), nats (log)"),
+        (axes[1], "top1_agreement", "top-1 agreement with the full cache"),
+    ):
+        for impl, method in methods_of(records, metric):
+            rows = [find(records, metric, impl, method, budget=b) for b in BUDGETS]
+            xs = [b for b, r in zip(BUDGETS, rows, strict=True) if r]
+            ys = [r["value"] for r in rows if r]
+            if xs:
+                ax.plot(xs, ys, marker="o" if impl == "tokensieve" else "s",
+                        linestyle="-" if impl == "tokensieve" else "--",
+                        label=f"{method} ({impl})")  # fmt: skip
+        ax.set_xlabel("budget (fraction of the prompt kept)")
+        ax.set_title(title)
+        if metric == "kl_to_full":
+            ax.set_yscale("log")
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"KV-cache fidelity vs budget ({EMBEDDED_NAME}, {FIDELITY_CONTEXT}-token prompt)")
+    out["kv-fidelity.png"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    methods = methods_of(records, "passkey_accuracy")
+    width = 0.8 / len(PASSKEY_METHODS)
+    for j, n in enumerate(PASSKEY_METHODS):
+        values = [find(records, "passkey_accuracy", i, m, context_tokens=n) for i, m in methods]
+        ax.bar([x + j * width for x in range(len(methods))],
+               [v["value"] if v else 0 for v in values], width, label=f"{n} tokens")  # fmt: skip
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(methods))],
+                  [f"{m}\n({'ts' if i == 'tokensieve' else 'kvpress'})" for i, m in methods],
+                  fontsize=7)  # fmt: skip
+    ax.set_ylabel("passkey accuracy")
+    ax.set_title("Passkey retrieval at a 20% budget (full = no compression)")
+    ax.legend()
+    out["kv-passkey.png"] = png(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for impl, method in methods_of(records, "decode_tokens_per_second"):
+        for ax, metric in zip(axes, ("decode_tokens_per_second", "kv_bytes"), strict=True):
+            rows = [find(records, metric, impl, method, context_tokens=n, decoded=SPEED_DECODE)
+                    for n in SPEED_CONTEXTS]  # fmt: skip
+            xs = [n for n, r in zip(SPEED_CONTEXTS, rows, strict=True) if r]
+            ys = [r["value"] / (2**20 if metric == "kv_bytes" else 1) for r in rows if r]
+            ax.plot(xs, ys, marker="o", linestyle="-" if impl == "tokensieve" else "--",
+                    label=f"{method} ({impl})")  # fmt: skip
+    axes[0].set_title("decode tokens/s")
+    axes[1].set_title("KV cache MB")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context tokens")
+    axes[0].legend(fontsize=7)
+    out["kv-speed.png"] = png(fig)
+    return out
+
+
+def png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def kvpress_versions() -> dict:
+    code = (
+        "from importlib.metadata import version as v; import json; "
+        "print(json.dumps({'kvpress': v('kvpress'), 'kvpress_transformers': v('transformers')}))"
+    )
+    done = subprocess.run([str(PRESS_PYTHON), "-c", code], capture_output=True, text=True)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fresh", action="store_true", help="forget finished cells")
+    parser.add_argument("--replot", action="store_true", help="redraw from the saved JSON")
+    parser.add_argument("--skip-kvpress", action="store_true", help="ours only")
+    parser.add_argument("--speed-cell", nargs=3, metavar=("METHOD", "CONTEXT", "OUT"))
+    parser.add_argument("--phases", nargs="+", default=["fidelity", "passkey1k", "speed",
+                        "passkey2k", "passkey4k"])  # fmt: skip
+    args = parser.parse_args()
+    if args.speed_cell:
+        method, context, out = args.speed_cell
+        return speed_cell(method, int(context), Path(out))
+    if args.replot:
+        records = json.loads((RESULTS / "kv.json").read_text())
+        return write_results("kv", records, table(records), plots(records))
+    if not args.skip_kvpress and not PRESS_PYTHON.is_file():
+        raise SystemExit(
+            f"{PRESS_PYTHON} is missing: run `make bench-kv` (it creates kvpress's venv)"
+        )
+    torch.manual_seed(0)
+    bench = Bench(args)
+    environment = environment_record("kv", ["tokensieve"])
+    environment["setting"].update(kvpress_versions())
+    steps = {"fidelity": bench.fidelity, "speed": bench.speed,
+             "passkey1k": lambda: bench.passkey(1024), "passkey2k": lambda: bench.passkey(2048),
+             "passkey4k": lambda: bench.passkey(4096)}  # fmt: skip
+    for phase in args.phases:
+        steps[phase]()
+        records = [environment, *bench.records]
+        write_results("kv", records, table(records), plots(records))
+    print(table([environment, *bench.records]))
+
+
+if __name__ == "__main__":
+    main()

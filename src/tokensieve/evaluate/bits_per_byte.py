@@ -1,0 +1,58 @@
+"""Bits per byte: a model's loss on text, comparable across tokenizers.
+
+Each document is encoded with the model's own tokenizer, a BOS token (else EOS, as a
+document separator) is put first so the first token is scored too, and every token's
+negative log-likelihood is summed once, teacher-forced, in sliding windows (each
+target sees at least ``window − stride`` tokens of context). Bits per byte is that sum
+over all documents divided by ``ln 2 × UTF-8 bytes`` (lm-evaluation-harness's
+``bits_per_byte``), so two tokenizers of the same text compare directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class BitsPerByte:
+    bits_per_byte: float
+    nll_nats: float
+    bytes: int
+    tokens: int
+    lossless: bool  # decode(encode(text)) == text for every document
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / max(self.tokens, 1)
+
+
+@torch.no_grad()
+def bits_per_byte(
+    model, tokenizer, texts: list[str], window: int = 512, stride: int = 256, progress=False
+) -> BitsPerByte:
+    if not 0 < stride <= window:
+        raise ValueError("need 0 < stride <= window")
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    nll, total_bytes, tokens, lossless = 0.0, 0, 0, True
+    for text in tqdm(texts, desc="bits per byte", disable=not progress, leave=False):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        lossless &= tokenizer.decode(ids) == text
+        sequence = torch.tensor([first, *ids])
+        scored = 1  # index in `sequence` of the next target
+        while scored < len(sequence):
+            end = min(scored + stride, len(sequence))
+            start = max(0, end - window)
+            count = end - scored
+            logits = model(input_ids=sequence[None, start:end], logits_to_keep=count + 1).logits
+            log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+            targets = sequence[scored:end]
+            nll -= float(log_probs.gather(1, targets[:, None]).sum())
+            scored = end
+        total_bytes += len(text.encode("utf-8"))
+        tokens += len(ids)
+    bits = nll / (math.log(2) * max(total_bytes, 1))
+    return BitsPerByte(bits, nll, total_bytes, tokens, lossless)

@@ -1,0 +1,138 @@
+"""`tokensieve vocab …`: transplant a tokenizer, train one, measure bits per byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokensieve.errors import UserError
+
+
+def _texts(files: list[str]) -> list[str]:
+    texts = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"cannot read '{name}': no such file")
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UserError(f"'{name}' is not UTF-8 text (byte {exc.start})") from None
+    if not any(t.strip() for t in texts):
+        raise UserError("the given files hold no text")
+    return texts
+
+
+def cmd_transplant(args) -> int:
+    from tokensieve.models import load_model, load_tokenizer
+    from tokensieve.vocab import transplant
+
+    if args.tokenizer is None and args.donor is None:
+        raise UserError("give --tokenizer (or --donor, whose tokenizer is then used)")
+    out = Path(args.out)
+    if out.exists() and not args.force:  # before the slow part
+        raise UserError(f"{out} exists; choose a new --out or pass --force")
+    new_tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    donor_rows = None
+    if args.donor:
+        donor, donor_tokenizer = load_model(args.donor)
+        donor_rows = donor.get_input_embeddings().weight.detach()
+        new_tokenizer = new_tokenizer or donor_tokenizer
+        if len(new_tokenizer) > donor_rows.shape[0]:
+            raise UserError(
+                f"the donor has {donor_rows.shape[0]} embedding rows but the tokenizer "
+                f"{len(new_tokenizer)} tokens: they do not belong together"
+            )
+    model, old_tokenizer = load_model(args.model)
+    options = {
+        "space": args.aux,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "weight": args.weight,
+        "k": args.k,
+        "donor_rows": donor_rows,
+    }
+    transplant(model, old_tokenizer, new_tokenizer, args.method, out=out, force=args.force,
+               seed=args.seed, **options)  # fmt: skip
+    print(f"{args.method}: {len(old_tokenizer)} → {len(new_tokenizer)} tokens, written to {out}")
+    return 0
+
+
+def cmd_train_tokenizer(args) -> int:
+    from tokensieve.models import load_model
+    from tokensieve.outputs import fresh_directory
+    from tokensieve.vocab.train_tokenizer import bytes_per_token, train_tokenizer
+
+    texts = _texts(args.corpus)
+    _, base = load_model(args.base_model)
+    tokenizer = train_tokenizer(
+        texts, args.vocab_size, supertokens=args.supertokens, base_tokenizer=base, seed=args.seed
+    )
+    directory = fresh_directory(args.out)
+    tokenizer.save_pretrained(directory)
+    held = _texts(args.held_out) if args.held_out else texts
+    kind = "supertoken BPE" if args.supertokens else "BPE"
+    print(f"{kind} with {len(tokenizer)} tokens written to {directory}")
+    print(f"bytes per token{' (held-out)' if args.held_out else ''}:")
+    print(f"  trained   {bytes_per_token(tokenizer, held):.3f}")
+    print(f"  base      {bytes_per_token(base, held):.3f} ({len(base)} tokens)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from tokensieve.evaluate import bits_per_byte
+    from tokensieve.models import load_model
+
+    texts = _texts(args.file)
+    rows = []
+    for spec in args.model or [None]:
+        model, tokenizer = load_model(spec)
+        result = bits_per_byte(model, tokenizer, texts, progress=not args.quiet)
+        rows.append({"model": spec or "embedded", **result.__dict__})
+        print(
+            f"{spec or 'embedded':>30}  {result.bits_per_byte:.4f} bits/byte  "
+            f"{result.bytes_per_token:.2f} bytes/token"
+            + ("" if result.lossless else "  (tokenizer not lossless on this text)")
+        )
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 0
+
+
+def register(commands, parser_class) -> None:
+    from tokensieve.vocab import METHODS
+
+    vocab = commands.add_parser("vocab", help="give a model a new tokenizer; supertokens")
+    sub = vocab.add_subparsers(dest="vocab_command", required=True, parser_class=parser_class)
+    t = sub.add_parser("transplant", help="write the model with a new tokenizer's vocabulary")
+    t.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
+    t.add_argument("--tokenizer", help="directory, tokenizer.json or .gguf of the new tokenizer")
+    t.add_argument("--method", choices=METHODS, default="tokenadapt")
+    t.add_argument("--out", required=True, help="new model directory (must not exist)")
+    t.add_argument("--force", action="store_true", help="replace --out if it exists")
+    t.add_argument("--aux", default="auto", choices=["auto", "minilm", "embeddings"],
+                   help="auxiliary space (auto: all-MiniLM-L6-v2 when installed)")  # fmt: skip
+    t.add_argument("--donor", help="omp: a model whose embeddings speak the new tokenizer")
+    t.add_argument("--temperature", type=float, help="tokenadapt τ (0.3)")
+    t.add_argument("--top-k", type=int, help="tokenadapt global neighbours (3)")
+    t.add_argument("--weight", type=float, help="tokenadapt global weight λ (0.3)")
+    t.add_argument("--k", type=int, help="omp atoms per token (64)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(run=cmd_transplant)
+
+    tr = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer")
+    tr.add_argument("--corpus", nargs="+", required=True, help="UTF-8 text files")
+    tr.add_argument("--vocab-size", type=int, required=True)
+    tr.add_argument("--supertokens", action="store_true", help="merges may cross words")
+    tr.add_argument("--held-out", nargs="+", help="files for the compression report")
+    tr.add_argument("--base-model", help="special tokens and chat template from this model")
+    tr.add_argument("--out", required=True, help="tokenizer directory (a fresh one if taken)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(run=cmd_train_tokenizer)
+
+    e = sub.add_parser("eval", help="bits per byte of real text, any tokenizer")
+    e.add_argument("--model", nargs="+", help="model directories (default: embedded)")
+    e.add_argument("--file", nargs="+", required=True, help="UTF-8 text files")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(run=cmd_eval)
