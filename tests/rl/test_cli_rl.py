@@ -1,0 +1,80 @@
+"""`tokensieve rl` on a tiny model: train, resume after an interruption, refuse bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tokensieve.cli import main
+
+FAST = ["--steps", "2", "--save-every", "1", "--group-size", "2", "--prompts-per-step", "2",
+        "--max-new-tokens", "4", "--learning-rate", "0.01", "--quiet"]  # fmt: skip
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def reward_steps(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "reward" in r]
+
+
+def test_train_resume_compare_eval(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", out, *FAST]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    assert reward_steps(out) == [1, 2]
+    assert (out / "final" / "config.json").is_file() and (out / "checkpoint-2").is_dir()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("tokensieve/selected_fraction" in r for r in rows)
+    # an interruption after step 1's checkpoint: step 2's metrics were logged, not saved
+    shutil.rmtree(out / "checkpoint-2")
+    shutil.rmtree(out / "final")
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    assert reward_steps(out) == [1, 2]  # resumed at step 2: nothing lost, nothing twice
+    code, stdout, _ = run(capsys, "rl", "compare", out, "--out", tmp_path / "cmp")
+    assert code == 0 and (tmp_path / "cmp" / "rl-compare.png").is_file()
+    evaluate = ["rl", "eval", "--task", "arithmetic", "--model", out / "final", "--problems", "2"]
+    code, stdout, _ = run(capsys, *evaluate, "--max-new-tokens", "4", "--json", "--quiet")
+    assert code == 0 and 0.0 <= json.loads(stdout)["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--rho", "0"], "rho must be in (0, 1]"),
+        (["--rho", "1.5"], "rho must be in (0, 1]"),
+        (["--mask", "kl-cov"], "change the loss"),
+        (["--mask", "magic"], "unknown mask"),
+        (["--task", "poetry"], "unknown task"),
+    ],
+)
+def test_bad_options(capsys, tiny_dir, tmp_path, extra, message):
+    argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", tmp_path / "r"]
+    code, _, err = run(capsys, *argv, *FAST, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_other_config_and_missing_chat_template(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "run.json").write_text(json.dumps({"task": "arithmetic", "rho": 0.5}))
+    code, _, err = run(capsys, "rl", "train", "--task", "arithmetic", "--model", tiny_dir,
+                       "--out", out, *FAST)  # fmt: skip
+    assert code == 2 and "different configuration" in err
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "rl", "train", "--task", "arithmetic", "--model", plain,
+                       "--out", tmp_path / "r2", *FAST)  # fmt: skip
+    assert code == 2 and "chat template" in err
