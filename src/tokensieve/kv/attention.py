@@ -19,18 +19,18 @@ SCORING = "tokensieve_scoring"
 CHUNK = 512  # query rows per chunk: 75 MB of weights for 9 heads x 4k keys
 
 
-def _expand(key: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """Repeat KV heads to the query heads (grouped-query attention)."""
-    return key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
-
-
 def eager_rows(query, key, value, mask, scaling, keep=None):
     """Eager attention for the given query rows: ``(output [b, h, q, d], weights)``.
 
     `mask` is the additive or boolean mask for these rows; `keep`, a boolean
-    ``[b, h, q, keys]``, additionally hides keys (token selection).
+    ``[b, h, q, keys]``, additionally hides keys (token selection). Grouped-query heads
+    are computed per KV head without copying the cache (query head i uses KV head
+    i // group, as transformers' ``repeat_kv``).
     """
-    logits = torch.matmul(query, _expand(key, query).transpose(2, 3)) * scaling
+    batch, heads, rows, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, (heads // kv_heads) * rows, dim)
+    logits = torch.matmul(grouped, key.transpose(2, 3)).view(batch, heads, rows, -1) * scaling
     if mask is not None:
         if mask.dtype == torch.bool:
             logits = logits.masked_fill(~mask, float("-inf"))
@@ -39,14 +39,16 @@ def eager_rows(query, key, value, mask, scaling, keep=None):
     if keep is not None:
         logits = logits.masked_fill(~keep, float("-inf"))
     weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    return torch.matmul(weights, _expand(value, query)), weights
+    output = torch.matmul(weights.view(batch, kv_heads, -1, weights.shape[-1]), value)
+    return output.view(batch, heads, rows, dim), weights
 
 
 def sdpa_rows(query, key, value, mask, scaling) -> torch.Tensor:
     """Attention output for the given query rows through SDPA (no weights)."""
     return torch.nn.functional.scaled_dot_product_attention(
-        query, _expand(key, query), _expand(value, query), attn_mask=mask, scale=scaling
-    )
+        query, key, value, attn_mask=mask, scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )  # fmt: skip
 
 
 def _rows(mask, start, stop):
@@ -57,6 +59,9 @@ def scoring_attention(module, query, key, value, attention_mask, scaling, dropou
     """Attention whose weights go to the cache's policy chunk by chunk, never returned."""
     cache = module._tokensieve_cache
     rows = query.shape[2]
+    if not cache.policy.observes(cache.layers[module.layer_idx]):  # e.g. SnapKV after the prompt
+        output = sdpa_rows(query, key, value, attention_mask, scaling)
+        return output.transpose(1, 2).contiguous(), None
     wanted = cache.policy.query_rows
     first = 0 if wanted is None else max(rows - wanted, 0)
     outputs = []

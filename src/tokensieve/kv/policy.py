@@ -81,6 +81,11 @@ class KVPolicy:
         for policies with ``every_step``)."""
         return layer.calls == 0 or self.every_step
 
+    def observes(self, layer) -> bool:
+        """Does this forward's attention matter to the policy? (default: whenever it
+        may compress); otherwise attention runs without weights (SDPA)."""
+        return self.compress_after_attention(layer)
+
     def after_forward(self, cache, input_ids: torch.Tensor, logits: torch.Tensor) -> None:
         """Called with the model's output when ``needs_logits`` (default: nothing)."""
 
