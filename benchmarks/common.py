@@ -20,6 +20,15 @@ RESULTS = ROOT / "results"
 CHECKPOINTS = ROOT / ".cache"
 
 
+def rss_mb(field: str) -> float:
+    """A memory figure of this process from /proc (VmRSS, VmHWM = peak), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def median_iqr(values: list[float]) -> tuple[float, float]:
     """Median and interquartile range (0 spread for fewer than 2 values)."""
     if len(values) < 2:

@@ -49,6 +49,7 @@ from common import (  # noqa: E402
     environment_record,
     median_iqr,
     record,
+    rss_mb,
     write_results,
 )
 from tqdm.auto import tqdm  # noqa: E402
@@ -280,14 +281,6 @@ class Bench:
 def speed_ids(tokenizer, context: int) -> list[int]:
     ids = tokenizer(pages("reference/*.rst.txt"), add_special_tokens=False)["input_ids"]
     return ids[: context + SPEED_DECODE + 1]
-
-
-def rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @torch.no_grad()

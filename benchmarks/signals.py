@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     environment_record,
     median_iqr,
     record,
+    rss_mb,
     write_results,
 )
 from tqdm.auto import tqdm  # noqa: E402
@@ -45,14 +46,6 @@ def real_text() -> str:
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[key].strip() for key in sorted(topics))
-
-
-def rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def reset_peak() -> None:
