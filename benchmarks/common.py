@@ -29,6 +29,12 @@ def rss_mb(field: str) -> float:
     return float("nan")
 
 
+def reset_peak() -> None:
+    """Start VmHWM (the peak RSS) afresh from now."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def median_iqr(values: list[float]) -> tuple[float, float]:
     """Median and interquartile range (0 spread for fewer than 2 values)."""
     if len(values) < 2:
@@ -79,6 +85,14 @@ class Checkpoint:
 
     def get(self, key: str) -> list[dict] | None:
         return self.done.get(key)
+
+    def cell(self, key: str, compute) -> list[dict]:
+        """The records of a finished cell, else `compute()`'s, saved before returning."""
+        found = self.get(key)
+        if found is None:
+            found = compute()
+            self.put(key, found)
+        return found
 
     def put(self, key: str, records: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -49,6 +50,7 @@ from common import (  # noqa: E402
     environment_record,
     median_iqr,
     record,
+    reset_peak,
     rss_mb,
     write_results,
 )
@@ -122,12 +124,7 @@ class Bench:
         self.records: list[dict] = []
 
     def cell(self, key: str, compute) -> None:
-        """Records of a finished cell from the checkpoint, else computed and saved."""
-        found = self.checkpoint.get(key)
-        if found is None:
-            found = compute()
-            self.checkpoint.put(key, found)
-        self.records += found
+        self.records += self.checkpoint.cell(key, compute)
 
     def setting(self, budget, context, **extra) -> dict:
         return {"budget": budget, "context_tokens": context, "model": EMBEDDED_NAME, **extra}
@@ -278,9 +275,13 @@ class Bench:
             self.cell(f"speed/{impl}/{method}/{context}", compute)
 
 
+@lru_cache(maxsize=1)
+def reference_ids(tokenizer) -> list[int]:
+    return tokenizer(pages("reference/*.rst.txt"), add_special_tokens=False)["input_ids"]
+
+
 def speed_ids(tokenizer, context: int) -> list[int]:
-    ids = tokenizer(pages("reference/*.rst.txt"), add_special_tokens=False)["input_ids"]
-    return ids[: context + SPEED_DECODE + 1]
+    return reference_ids(tokenizer)[: context + SPEED_DECODE + 1]
 
 
 @torch.no_grad()
@@ -292,8 +293,7 @@ def speed_cell(method: str, context: int, out: Path) -> None:
     with compression(model, cache):
         model(input_ids=torch.tensor([ids[:context]]), past_key_values=cache, logits_to_keep=1)
         kv_bytes = cache.kv_bytes()
-        with open("/proc/self/clear_refs", "w") as f:  # the decode phase's own peak
-            f.write("5")
+        reset_peak()  # the decode phase's own peak
         steps = []
         for t in range(context, context + SPEED_DECODE):
             start = time.perf_counter()

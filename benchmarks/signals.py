@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     environment_record,
     median_iqr,
     record,
+    reset_peak,
     rss_mb,
     write_results,
 )
@@ -46,11 +47,6 @@ def real_text() -> str:
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[key].strip() for key in sorted(topics))
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def methods(model, tokenizer, ids: torch.Tensor, text: str, tokens: int):

@@ -97,10 +97,7 @@ class Bench:
                 "held_out_bytes": sum(len(t.encode()) for t in self.texts), **extra}  # fmt: skip
 
     def cell(self, key, compute):
-        found = self.checkpoint.get(key)
-        if found is None:
-            found = compute()
-            self.checkpoint.put(key, found)
+        found = self.checkpoint.cell(key, compute)
         self.records += found
         return found
 

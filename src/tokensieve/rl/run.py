@@ -59,6 +59,11 @@ class RunConfig:
         return cls() if self.mask == "all" else cls(rho=self.rho)
 
 
+def require_chat_template(tokenizer) -> None:
+    if not tokenizer.chat_template:
+        raise UserError("the model's tokenizer has no chat template; RL prompts are chat turns")
+
+
 def check_config(out: Path, config: RunConfig) -> None:
     """Write run.json for a new run; for an existing one, refuse a different config."""
     path = out / "run.json"
@@ -115,8 +120,7 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
     out = Path(out)
     check_config(out, config)
     model, tokenizer = load_model(config.model)
-    if not tokenizer.chat_template:
-        raise UserError("the model's tokenizer has no chat template; RL prompts are chat turns")
+    require_chat_template(tokenizer)
     task = get_task(config.task)
     count = config.steps * config.prompts_per_step
     problems = [task.problem("train", i) for i in range(count)]
@@ -198,8 +202,7 @@ def test_accuracy(
     from tqdm.auto import tqdm
 
     task = get_task(task_name)
-    if not tokenizer.chat_template:
-        raise UserError("the model's tokenizer has no chat template; RL prompts are chat turns")
+    require_chat_template(tokenizer)
     items = [task.problem("test", i) for i in range(problems)]
     tokenizer.padding_side = "left"
     torch.manual_seed(seed)

@@ -9,15 +9,9 @@ from tokensieve.errors import UserError
 
 
 def _texts(files: list[str]) -> list[str]:
-    texts = []
-    for name in files:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"cannot read '{name}': no such file")
-        try:
-            texts.append(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise UserError(f"'{name}' is not UTF-8 text (byte {exc.start})") from None
+    from tokensieve.cli import _read_file
+
+    texts = [_read_file(name) for name in files]
     if not any(t.strip() for t in texts):
         raise UserError("the given files hold no text")
     return texts
