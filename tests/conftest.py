@@ -31,3 +31,16 @@ def embedded():
     from tokensieve.models import load_model
 
     return load_model()
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv) -> (exit code, stdout, stderr)``: the CLI in-process (paths as str)."""
+    from tokensieve.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -8,19 +8,10 @@ import sys
 
 import pytest
 
-from tokensieve.cli import main
 
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_inspect_text_writes_every_output(capsys, tiny_dir, tmp_path):
+def test_inspect_text_writes_every_output(cli, tiny_dir, tmp_path):
     out = tmp_path / "report"
-    code, stdout, _ = run(
-        capsys,
+    code, stdout, _ = cli(
         "inspect",
         "--text",
         "Hello world, the text.",
@@ -45,12 +36,11 @@ def test_inspect_text_writes_every_output(capsys, tiny_dir, tmp_path):
     assert (out / "entropy-histogram.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_existing_output_is_never_overwritten(capsys, tiny_dir, tmp_path):
+def test_existing_output_is_never_overwritten(cli, tiny_dir, tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    code, stdout, _ = run(
-        capsys,
+    code, stdout, _ = cli(
         "inspect",
         "--text",
         "abc def",
@@ -67,12 +57,11 @@ def test_existing_output_is_never_overwritten(capsys, tiny_dir, tmp_path):
     assert "report-2" in stdout
 
 
-def test_inspect_file_and_generate(capsys, tiny_dir, tmp_path):
+def test_inspect_file_and_generate(cli, tiny_dir, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("Some words in a file.\n", encoding="utf-8")
     assert (
-        run(
-            capsys,
+        cli(
             "inspect",
             "--file",
             str(source),
@@ -84,8 +73,7 @@ def test_inspect_file_and_generate(capsys, tiny_dir, tmp_path):
         )[0]
         == 0
     )
-    code, _, _ = run(
-        capsys,
+    code, _, _ = cli(
         "inspect",
         "--prompt",
         "2+2?",
@@ -122,24 +110,23 @@ def test_inspect_file_and_generate(capsys, tiny_dir, tmp_path):
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
-    code, _, err = run(capsys, *argv)
+def test_bad_input_is_one_line_and_exit_2(cli, argv, message):
+    code, _, err = cli(*argv)
     assert code == 2
     assert err.startswith("error: ") and message in err
     assert err.count("\n") == 1
 
 
-def test_non_utf8_file(capsys, tmp_path):
+def test_non_utf8_file(cli, tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("café".encode("latin-1"))
-    code, _, err = run(capsys, "inspect", "--file", str(bad))
+    code, _, err = cli("inspect", "--file", str(bad))
     assert code == 2 and "not UTF-8" in err
 
 
-def test_text_longer_than_context_suggests_max_tokens(capsys, tiny_dir, tmp_path):
+def test_text_longer_than_context_suggests_max_tokens(cli, tiny_dir, tmp_path):
     long_text = "the quick brown fox jumps over the lazy dog " * 200
-    code, _, err = run(
-        capsys,
+    code, _, err = cli(
         "inspect",
         "--text",
         long_text,
@@ -151,8 +138,7 @@ def test_text_longer_than_context_suggests_max_tokens(capsys, tiny_dir, tmp_path
     )
     assert code == 2 and "--max-tokens" in err and "256" in err
     assert not (tmp_path / "r").exists()
-    code, _, _ = run(
-        capsys,
+    code, _, _ = cli(
         "inspect",
         "--text",
         long_text,
@@ -167,13 +153,13 @@ def test_text_longer_than_context_suggests_max_tokens(capsys, tiny_dir, tmp_path
     assert code == 0
 
 
-def test_model_directory_without_a_model(capsys, tmp_path):
+def test_model_directory_without_a_model(cli, tmp_path):
     (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "inspect", "--text", "x", "--model", str(tmp_path / "empty"))
+    code, _, err = cli("inspect", "--text", "x", "--model", str(tmp_path / "empty"))
     assert code == 2 and "config.json" in err
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
-    code, _, err = run(capsys, "inspect", "--text", "x", "--model", str(tmp_path / "broken"))
+    code, _, err = cli("inspect", "--text", "x", "--model", str(tmp_path / "broken"))
     assert code == 2 and err.startswith("error: could not load")
 
 
@@ -190,11 +176,10 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
     ]
 
 
-def test_inspect_marks_tokens_a_kv_policy_keeps(capsys, tiny_dir, tmp_path):
+def test_inspect_marks_tokens_a_kv_policy_keeps(cli, tiny_dir, tmp_path):
     out = tmp_path / "kv"
     text = "the quick brown fox jumps over the lazy dog and keeps running. " * 3
-    code, _, err = run(
-        capsys,
+    code, _, err = cli(
         "inspect",
         "--text",
         text,
@@ -221,6 +206,6 @@ def test_inspect_marks_tokens_a_kv_policy_keeps(capsys, tiny_dir, tmp_path):
     assert '<option value="kv_kept" selected>' in (out / "report.html").read_text()
 
 
-def test_kv_kept_signal_needs_a_policy(capsys):
-    code, _, err = run(capsys, "inspect", "--text", "x", "--signal", "kv_kept")
+def test_kv_kept_signal_needs_a_policy(cli):
+    code, _, err = cli("inspect", "--text", "x", "--signal", "kv_kept")
     assert code == 2 and "--kv-policy" in err

@@ -8,8 +8,6 @@ import sys
 
 import pytest
 
-from tokensieve.cli import main
-
 
 @pytest.fixture
 def predicates(tmp_path, monkeypatch):
@@ -24,16 +22,9 @@ def predicates(tmp_path, monkeypatch):
     sys.modules.pop("user_predicates", None)
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("sampler", ["masking", "awrs", "smc"])
-def test_generate_json_output(capsys, tiny_dir, sampler):
-    code, out, _ = run(
-        capsys,
+def test_generate_json_output(cli, tiny_dir, sampler):
+    code, out, _ = cli(
         "generate",
         "--prompt",
         "Letters:",
@@ -59,9 +50,8 @@ def test_generate_json_output(capsys, tiny_dir, sampler):
         assert data["checks_per_token"] > 300
 
 
-def test_generate_with_two_argument_predicate(capsys, tiny_dir, predicates):
-    code, out, err = run(
-        capsys,
+def test_generate_with_two_argument_predicate(cli, tiny_dir, predicates):
+    code, out, err = cli(
         "generate",
         "--prompt",
         "x",
@@ -99,17 +89,14 @@ def test_generate_with_two_argument_predicate(capsys, tiny_dir, predicates):
         (["--regex", "a", "--ess-threshold", "2"], "ess-threshold"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys, tiny_dir, predicates, argv, message):
-    code, _, err = run(
-        capsys, "generate", "--prompt", "hi", "--model", str(tiny_dir), "--quiet", *argv
-    )
+def test_bad_input_is_one_line_and_exit_2(cli, tiny_dir, predicates, argv, message):
+    code, _, err = cli("generate", "--prompt", "hi", "--model", str(tiny_dir), "--quiet", *argv)
     assert code == 2, err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def test_unsatisfiable_within_budget_exits_1(capsys, tiny_dir):
-    code, _, err = run(
-        capsys,
+def test_unsatisfiable_within_budget_exits_1(cli, tiny_dir):
+    code, _, err = cli(
         "generate",
         "--prompt",
         "hi",
@@ -127,11 +114,10 @@ def test_unsatisfiable_within_budget_exits_1(capsys, tiny_dir):
     )
 
 
-def test_generate_with_json_schema_and_grammar(capsys, tiny_dir, tmp_path):
+def test_generate_with_json_schema_and_grammar(cli, tiny_dir, tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "boolean"}')
-    code, out, _ = run(
-        capsys,
+    code, out, _ = cli(
         "generate",
         "--prompt",
         "ok?",
@@ -149,8 +135,7 @@ def test_generate_with_json_schema_and_grammar(capsys, tiny_dir, tmp_path):
     assert {c["text"] for c in json.loads(out)["completions"]} <= {"true", "false"}
     grammar = tmp_path / "g.lark"
     grammar.write_text('start: "yes" | "no"\n')
-    code, out, _ = run(
-        capsys,
+    code, out, _ = cli(
         "generate",
         "--prompt",
         "ok?",
@@ -175,14 +160,14 @@ def test_generate_with_json_schema_and_grammar(capsys, tiny_dir, tmp_path):
         ("--grammar", "", "empty"),
     ],
 )
-def test_invalid_schema_or_grammar(capsys, tiny_dir, tmp_path, flag, content, message):
+def test_invalid_schema_or_grammar(cli, tiny_dir, tmp_path, flag, content, message):
     path = tmp_path / "spec"
     path.write_text(content)
-    code, _, err = run(capsys, "generate", "--prompt", "x", flag, str(path), "--quiet")
+    code, _, err = cli("generate", "--prompt", "x", flag, str(path), "--quiet")
     assert code == 2 and err.startswith("error: ") and message in err
     assert err.count("\n") == 1
 
 
-def test_missing_schema_file(capsys):
-    code, _, err = run(capsys, "generate", "--prompt", "x", "--json-schema", "/no/such.json")
+def test_missing_schema_file(cli):
+    code, _, err = cli("generate", "--prompt", "x", "--json-schema", "/no/such.json")
     assert code == 2 and "no such file" in err

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tokensieve.cli import main, parse_budget
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tokensieve.cli import parse_budget
 
 
 @pytest.mark.parametrize("policy", ["keyformer", "h2o", "streaming", "full"])
-def test_kv_generate_reports_kept_tokens(capsys, tiny_dir, tmp_path, policy):
+def test_kv_generate_reports_kept_tokens(cli, tiny_dir, tmp_path, policy):
     context = tmp_path / "context.txt"
     context.write_text("the quick brown fox jumps over the lazy dog. " * 4)
-    code, out, err = run(
-        capsys,
+    code, out, err = cli(
         "kv",
         "generate",
         "--policy",
@@ -57,9 +50,8 @@ def test_parse_budget():
         (["--max-new-tokens", "0"], "at least 1"),
     ],
 )
-def test_bad_input(capsys, tiny_dir, argv, message):
-    code, _, err = run(
-        capsys,
+def test_bad_input(cli, tiny_dir, argv, message):
+    code, _, err = cli(
         "kv",
         "generate",
         "--prompt",
@@ -73,16 +65,15 @@ def test_bad_input(capsys, tiny_dir, argv, message):
     assert err.count("\n") == 1
 
 
-def test_nothing_to_read(capsys):
-    code, _, err = run(capsys, "kv", "generate")
+def test_nothing_to_read(cli):
+    code, _, err = cli("kv", "generate")
     assert code == 2 and "nothing to read" in err
 
 
-def test_kv_eval_writes_results(capsys, tiny_dir, tmp_path):
+def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog and keeps running. " * 6)
-    code, out, err = run(
-        capsys,
+    code, out, err = cli(
         "kv",
         "eval",
         "--policies",
@@ -123,6 +114,6 @@ def test_kv_eval_writes_results(capsys, tiny_dir, tmp_path):
         (["--policies", "magic"], "invalid choice"),
     ],
 )
-def test_kv_eval_bad_input(capsys, tiny_dir, argv, message):
-    code, _, err = run(capsys, "kv", "eval", "--model", str(tiny_dir), "--quiet", *argv)
+def test_kv_eval_bad_input(cli, tiny_dir, argv, message):
+    code, _, err = cli("kv", "eval", "--model", str(tiny_dir), "--quiet", *argv)
     assert code == 2 and message in err and err.count("\n") == 1, err

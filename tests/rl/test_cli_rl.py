@@ -7,16 +7,8 @@ import shutil
 
 import pytest
 
-from tokensieve.cli import main
-
 FAST = ["--steps", "2", "--save-every", "1", "--group-size", "2", "--prompts-per-step", "2",
         "--max-new-tokens", "4", "--learning-rate", "0.01", "--quiet"]  # fmt: skip
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def reward_steps(out):
@@ -24,25 +16,40 @@ def reward_steps(out):
     return [r["step"] for r in rows if "reward" in r]
 
 
-def test_train_resume_compare_eval(capsys, tiny_dir, tmp_path):
+def eval_steps(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "test_accuracy" in r]
+
+
+def test_train_resume_compare_eval(cli, tiny_dir, tmp_path):
     out = tmp_path / "run"
-    argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", out, *FAST]
-    code, _, err = run(capsys, *argv)
+    argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", out, *FAST,
+            "--eval-every", "1", "--eval-problems", "2"]  # fmt: skip
+    code, _, err = cli(*argv)
     assert code == 0, err
     assert reward_steps(out) == [1, 2]
+    assert eval_steps(out) == [0, 1, 2]
     assert (out / "final" / "config.json").is_file() and (out / "checkpoint-2").is_dir()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("tokensieve/selected_fraction" in r for r in rows)
     # an interruption after step 1's checkpoint: step 2's metrics were logged, not saved
     shutil.rmtree(out / "checkpoint-2")
     shutil.rmtree(out / "final")
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 0, err
     assert reward_steps(out) == [1, 2]  # resumed at step 2: nothing lost, nothing twice
-    code, stdout, _ = run(capsys, "rl", "compare", out, "--out", tmp_path / "cmp")
-    assert code == 0 and (tmp_path / "cmp" / "rl-compare.png").is_file()
+    assert eval_steps(out) == [0, 1, 2]
+    code, stdout, err = cli("rl", "compare", out, "--out", tmp_path / "cmp",
+                            "--problems", "2", "--quiet")  # fmt: skip
+    assert code == 0, err
+    for name in ("rl-curves.png", "rl-entropy-histogram.png", "rl-forks.png"):
+        assert (tmp_path / "cmp" / name).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert summary["runs"]["run"]["step"] == 2
+    assert 0.0 <= summary["forking"]["run"]["overlap_with_base"] <= 1.0
+    assert summary["forking"]["base"]["overlap_with_base"] == 1.0
     evaluate = ["rl", "eval", "--task", "arithmetic", "--model", out / "final", "--problems", "2"]
-    code, stdout, _ = run(capsys, *evaluate, "--max-new-tokens", "4", "--json", "--quiet")
+    code, stdout, _ = cli(*evaluate, "--max-new-tokens", "4", "--json", "--quiet")
     assert code == 0 and 0.0 <= json.loads(stdout)["test_accuracy"] <= 1.0
 
 
@@ -51,22 +58,24 @@ def test_train_resume_compare_eval(capsys, tiny_dir, tmp_path):
     [
         (["--rho", "0"], "rho must be in (0, 1]"),
         (["--rho", "1.5"], "rho must be in (0, 1]"),
-        (["--mask", "kl-cov"], "change the loss"),
+        (["--mask", "kl-cov", "--cov-ratio", "0"], "cov-ratio must be in (0, 1]"),
+        (["--plain-trl"], "use it with --mask all"),
+        (["--top-p", "0"], "top-p must be in (0, 1]"),
         (["--mask", "magic"], "unknown mask"),
         (["--task", "poetry"], "unknown task"),
     ],
 )
-def test_bad_options(capsys, tiny_dir, tmp_path, extra, message):
+def test_bad_options(cli, tiny_dir, tmp_path, extra, message):
     argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", tmp_path / "r"]
-    code, _, err = run(capsys, *argv, *FAST, *extra)
+    code, _, err = cli(*argv, *FAST, *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_resume_with_other_config_and_missing_chat_template(capsys, tiny_dir, tmp_path):
+def test_resume_with_other_config_and_missing_chat_template(cli, tiny_dir, tmp_path):
     out = tmp_path / "run"
     (out).mkdir()
     (out / "run.json").write_text(json.dumps({"task": "arithmetic", "rho": 0.5}))
-    code, _, err = run(capsys, "rl", "train", "--task", "arithmetic", "--model", tiny_dir,
+    code, _, err = cli("rl", "train", "--task", "arithmetic", "--model", tiny_dir,
                        "--out", out, *FAST)  # fmt: skip
     assert code == 2 and "different configuration" in err
     plain = tmp_path / "plain"
@@ -75,6 +84,6 @@ def test_resume_with_other_config_and_missing_chat_template(capsys, tiny_dir, tm
     config = json.loads((plain / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (plain / "tokenizer_config.json").write_text(json.dumps(config))
-    code, _, err = run(capsys, "rl", "train", "--task", "arithmetic", "--model", plain,
+    code, _, err = cli("rl", "train", "--task", "arithmetic", "--model", plain,
                        "--out", tmp_path / "r2", *FAST)  # fmt: skip
     assert code == 2 and "chat template" in err

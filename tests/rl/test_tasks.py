@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from tokensieve import UserError
-from tokensieve.rl.tasks import TASKS, Problem, Task, extract_answer, get_task, register_task
+from tokensieve.rl.tasks import (
+    TASKS,
+    Problem,
+    Task,
+    extract_answer,
+    get_task,
+    last_expression,
+    last_number,
+    register_task,
+)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -22,7 +31,7 @@ def test_reference_solutions_score_one_in_every_accepted_format(name):
             assert task.reward(completion, problem) == 1.0, (completion, problem)
 
 
-@pytest.mark.parametrize("name", ["arithmetic", "letters"])
+@pytest.mark.parametrize("name", ["arithmetic", "compare"])
 def test_numeric_near_misses_are_rejected(name):
     task = get_task(name)
     for index in range(200):
@@ -30,25 +39,50 @@ def test_numeric_near_misses_are_rejected(name):
         value = int(problem.solution)
         for wrong in (value + 1, value - 1, -value if value else 1):
             assert task.reward(f"Answer: {wrong}", problem) == 0.0
-        assert task.reward(problem.solution, problem) == 0.0  # no Answer line
+            # without an Answer line the last number counts, not an earlier right one
+            assert task.reward(f"{value} or maybe {wrong}", problem) == 0.0
+        assert task.reward(f"so it is {value}.", problem) == 1.0
+        # a later Answer line wins over the fallback and over earlier lines
+        assert task.reward(f"Answer: {value + 1}\nbut {value}", problem) == 0.0
         assert task.reward(f"Answer: {problem.solution}\nAnswer: {value + 1}", problem) == 0.0
+
+
+def test_compare_rejects_the_smaller_number():
+    task = get_task("compare")
+    for index in range(200):
+        problem = task.problem("train", index)
+        smaller = min(problem.data["numbers"])
+        assert task.reward(f"Answer: {smaller}", problem) == 0.0
+        assert str(max(problem.data["numbers"])) == problem.solution
+
+
+def test_arithmetic_problems_are_one_or_two_steps_and_solutions_are_right():
+    task = get_task("arithmetic")
+    steps = set()
+    for index in range(300):
+        problem = task.problem("train", index)
+        expression = problem.data["expression"]
+        assert eval(expression) == int(problem.solution)  # noqa: S307 (our own digits)
+        assert f"Compute {expression}." in problem.prompt
+        steps.add(expression.count("+") + expression.count("-"))
+    assert steps == {1, 2}
 
 
 def test_countdown_rejects_reused_numbers_wrong_values_and_code():
     task = get_task("countdown")
     for index in range(200):
         problem = task.problem("train", index)
-        a, b, c = problem.data["numbers"]
+        a, b = problem.data["numbers"]
         target = problem.data["target"]
         assert task.reward(f"Answer: {problem.solution} = {target}", problem) == 1.0
+        # no Answer line: the last expression counts
+        assert task.reward(f"I try 1 + 1. Then {problem.solution} = {target}.", problem) == 1.0
+        assert task.reward(f"{problem.solution} = {target}, or {a} - {b}", problem) == (
+            1.0 if a - b == target else 0.0
+        )
         # the right value, but `a` used two more times than it was given
         assert task.reward(f"Answer: ({problem.solution}) + {a} - {a}", problem) == 0.0
-        wrongs = (
-            (f"{a} + {b} + {c}", a + b + c),
-            (f"{a} * {b} * {c}", a * b * c),
-            (f"{a} - {b} - {c}", a - b - c),
-        )
-        for wrong, value in wrongs:
+        for wrong, value in ((f"{a} + {b}", a + b), (f"{a} * {b}", a * b), (f"{a} - {b}", a - b)):
             if value != target:
                 assert task.reward(f"Answer: {wrong}", problem) == 0.0
     problem = task.problem("train", 0)
@@ -59,9 +93,11 @@ def test_countdown_rejects_reused_numbers_wrong_values_and_code():
 def test_splits_are_deterministic_and_disjoint():
     task = get_task("arithmetic")
     assert task.problem("train", 5) == task.problem("train", 5)
-    train = {task.problem("train", i).prompt for i in range(100)}
-    test = {task.problem("test", i).prompt for i in range(100)}
-    assert len(train & test) < 10  # independent streams; a few collisions by chance only
+    for name in TASKS:
+        task = get_task(name)
+        train = {task.problem("train", i).prompt for i in range(300)}
+        test = {task.problem("test", i).prompt for i in range(300)}
+        assert not train & test and len(test) > 20
     assert task.problem("train", 1) != task.problem("test", 1)
 
 
@@ -85,3 +121,7 @@ def test_register_and_unknown_task():
 def test_extract_answer_takes_the_last_line():
     assert extract_answer("Answer: 1\nAnswer: 2") == "2"
     assert extract_answer("no answer here") is None
+    assert last_number("3 apples and -4 pears") == "-4"
+    assert last_number("none") is None
+    assert last_expression("first 2 + 3, then (4 * 5) = 20") == "(4 * 5)"
+    assert last_expression("just 7 here") is None

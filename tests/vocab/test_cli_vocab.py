@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM, BertConfig, BertModel, T5Config, T5Model
 
-from tokensieve.cli import main
 from tokensieve.models import tiny_tokenizer
 
 TEXT = "Return a copy of the string with leading whitespace removed. " * 20
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -24,25 +17,25 @@ def corpus(tmp_path):
     return path
 
 
-def test_train_transplant_and_evaluate(capsys, tiny_dir, tmp_path, corpus):
-    code, out, _ = run(capsys, "vocab", "train-tokenizer", "--corpus", corpus, "--vocab-size",
+def test_train_transplant_and_evaluate(cli, tiny_dir, tmp_path, corpus):
+    code, out, _ = cli("vocab", "train-tokenizer", "--corpus", corpus, "--vocab-size",
                        "320", "--supertokens", "--base-model", tiny_dir, "--out",
                        tmp_path / "tok")  # fmt: skip
     assert code == 0 and "bytes per token" in out
     before = sorted(p.name for p in tiny_dir.iterdir())
-    code, out, _ = run(capsys, "vocab", "transplant", "--model", tiny_dir, "--tokenizer",
+    code, out, _ = cli("vocab", "transplant", "--model", tiny_dir, "--tokenizer",
                        tmp_path / "tok", "--method", "tokenadapt", "--aux", "embeddings",
                        "--out", tmp_path / "new")  # fmt: skip
     assert code == 0, out
     assert sorted(p.name for p in tiny_dir.iterdir()) == before  # input untouched
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "new")
     assert loaded.get_input_embeddings().weight.shape[0] == 320
-    code, out, _ = run(capsys, "vocab", "eval", "--model", tiny_dir, tmp_path / "new", "--file",
+    code, out, _ = cli("vocab", "eval", "--model", tiny_dir, tmp_path / "new", "--file",
                        corpus, "--quiet")  # fmt: skip
     assert code == 0 and out.count("bits/byte") == 2
 
 
-def test_bad_input(capsys, tiny_dir, tmp_path, corpus):
+def test_bad_input(cli, tiny_dir, tmp_path, corpus):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{")
     taken = tmp_path / "taken"
@@ -116,9 +109,9 @@ def test_bad_input(capsys, tiny_dir, tmp_path, corpus):
         ),  # fmt: skip
     ]
     for argv, message in cases:
-        code, _, err = run(capsys, *argv)
+        code, _, err = cli(*argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (tmp_path / "o").exists()
-    code, _, _ = run(capsys, *base, "--tokenizer", tiny_dir, "--out", taken, "--method", "mean",
+    code, _, _ = cli(*base, "--tokenizer", tiny_dir, "--out", taken, "--method", "mean",
                      "--force")  # fmt: skip
     assert code == 0 and (taken / "config.json").is_file()

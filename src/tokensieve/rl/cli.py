@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -17,7 +16,9 @@ def cmd_train(args) -> int:
         seed=args.seed, group_size=args.group_size, prompts_per_step=args.prompts_per_step,
         max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
         temperature=args.temperature, epsilon_high=args.epsilon_high,
-        save_every=args.save_every,
+        save_every=args.save_every, top_p=args.top_p, eval_every=args.eval_every,
+        eval_problems=args.eval_problems, normalize=args.normalize, cov_ratio=args.cov_ratio,
+        implementation="trl" if args.plain_trl else "tokensieve",
     )  # fmt: skip
     final = train(config, args.out, progress=not args.quiet)
     print(
@@ -35,7 +36,7 @@ def cmd_eval(args) -> int:
     model, tokenizer = load_model(args.model)
     accuracy, _ = test_accuracy(
         model, tokenizer, args.task, args.problems, args.max_new_tokens, args.temperature,
-        args.seed, progress=not args.quiet,
+        args.seed, progress=not args.quiet, top_p=args.top_p,
     )  # fmt: skip
     result = {"task": args.task, "model": args.model or "embedded", "problems": args.problems,
               "temperature": args.temperature, "test_accuracy": accuracy}  # fmt: skip
@@ -44,40 +45,60 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from tokensieve.outputs import fresh_directory, write_atomic
-    from tokensieve.rl.run import read_metrics
+    from tokensieve.rl import plots
+    from tokensieve.rl.run import read_config, read_metrics
 
+    if args.problems < 1:
+        raise UserError("--problems must be at least 1")
     runs = {Path(r).name: read_metrics(Path(r)) for r in args.runs}
-    panels = [("reward", "train reward (accuracy)"), ("entropy", "mean token entropy (nats)"),
-              ("tokensieve/selected_fraction", "share of tokens trained on")]  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for name, rows in runs.items():
-            points = [(r["step"], r[key]) for r in rows if key in r]
-            if points:
-                ax.plot(*zip(*points, strict=True), label=name)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-    axes[0].legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    if len(runs) != len(args.runs):
+        raise UserError("run directories must have distinct names")
+    figures = {"rl-curves.png": plots.curves(runs)}
+    summary = {"runs": {name: _last_values(rows) for name, rows in runs.items()}}
+    finals = [Path(r) / "final" for r in args.runs]
+    if args.analysis and all(f.is_dir() for f in finals):
+        analysis = _analyse(args, [read_config(Path(r)) for r in args.runs], finals)
+        figures["rl-entropy-histogram.png"] = plots.entropy_histograms(analysis)
+        figures["rl-forks.png"] = plots.forks(analysis)
+        summary["forking"] = analysis.summary()
     directory = fresh_directory(args.out)
-    write_atomic(directory / "rl-compare.png", buffer.getvalue())
-    summary = {
-        name: {k: rows[-1][k] for k in ("step", "reward", "entropy") if rows and k in rows[-1]}
-        for name, rows in runs.items()
-    }
-    write_atomic(directory / "summary.json", json.dumps(summary, indent=1) + "\n")
-    for name, last in summary.items():
+    for filename, png in figures.items():
+        write_atomic(directory / filename, png)
+    text = json.dumps(summary, indent=1, ensure_ascii=False) + "\n"
+    write_atomic(directory / "summary.json", text)
+    for name, last in summary["runs"].items():
         print(f"{name:>20}  " + "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    for name, row in summary.get("forking", {}).items():
+        if row["overlap_with_base"] is not None and name != "base":
+            print(f"{name:>20}  overlap with the base model's forks {row['overlap_with_base']:.3f}")
     print(f"plots in {directory}")
     return 0
+
+
+def _last_values(rows: list[dict]) -> dict:
+    """The last logged value of each headline metric."""
+    keys = ("step", "reward", "entropy", "test_accuracy")
+    return {
+        k: next(r[k] for r in reversed(rows) if k in r) for k in keys if any(k in r for r in rows)
+    }
+
+
+def _analyse(args, configs, finals):
+    """The overlap analysis: the runs' common base model and task, every final model."""
+    from tokensieve.models import load_model
+    from tokensieve.rl.analysis import analyse
+
+    if len({(c.model, c.task) for c in configs}) != 1:
+        raise UserError(
+            "the runs start from different models or tasks: compare them with --no-analysis"
+        )
+    base, tokenizer = load_model(configs[0].model)
+    models = {"base": base}
+    for final in finals:
+        models[final.parent.name] = load_model(str(final))[0]
+    return analyse(models, tokenizer, configs[0].task, problems=args.problems,
+                   max_new_tokens=configs[0].max_new_tokens, progress=not args.quiet)  # fmt: skip
 
 
 def register(commands, parser_class) -> None:
@@ -99,8 +120,28 @@ def register(commands, parser_class) -> None:
     t.add_argument("--max-new-tokens", type=int, default=96)
     t.add_argument("--learning-rate", type=float, default=1e-6)
     t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (1: off)")
     t.add_argument("--epsilon-high", type=float, default=0.28, help="clip-higher (0.2: off)")
+    t.add_argument(
+        "--normalize",
+        default="all",
+        choices=["all", "selected"],
+        help="token-level loss over all response tokens or the selected ones",
+    )
+    t.add_argument("--cov-ratio", type=float, default=2e-4, help="clip-cov/kl-cov token share")
     t.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
+    t.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="test accuracy every N steps, at 0 and at the end (0: never)",
+    )
+    t.add_argument("--eval-problems", type=int, default=64)
+    t.add_argument(
+        "--plain-trl",
+        action="store_true",
+        help="TRL's own GRPOTrainer, unchanged (the all-token anchor; --mask all)",
+    )
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=cmd_train)
 
@@ -110,6 +151,7 @@ def register(commands, parser_class) -> None:
     e.add_argument("--problems", type=int, default=32)
     e.add_argument("--max-new-tokens", type=int, default=96)
     e.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    e.add_argument("--top-p", type=float, default=0.9)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
     e.add_argument("--quiet", action="store_true")
@@ -118,4 +160,12 @@ def register(commands, parser_class) -> None:
     c = sub.add_parser("compare", help="plot runs' metrics side by side")
     c.add_argument("runs", nargs="+", help="run directories")
     c.add_argument("--out", default="reports/rl-compare", help="directory (a fresh one if taken)")
+    c.add_argument(
+        "--no-analysis",
+        dest="analysis",
+        action="store_false",
+        help="skip the forking-token analysis (it loads every final model)",
+    )
+    c.add_argument("--problems", type=int, default=32, help="test problems the analysis scores")
+    c.add_argument("--quiet", action="store_true")
     c.set_defaults(run=cmd_compare)

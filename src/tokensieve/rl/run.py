@@ -16,10 +16,11 @@ from pathlib import Path
 
 from tokensieve.errors import UserError
 from tokensieve.outputs import write_atomic
+from tokensieve.rl.rollouts import require_chat_template
 from tokensieve.rl.tasks import get_task
 from tokensieve.rl.token_masks import MASKS
 
-TRAINER_MASKS = ("all", "top-entropy", "bottom-entropy", "random")
+TRAINER_MASKS = tuple(MASKS)
 
 
 @dataclass(frozen=True)
@@ -34,34 +35,49 @@ class RunConfig:
     prompts_per_step: int = 2
     max_new_tokens: int = 96
     learning_rate: float = 1e-6
-    temperature: float = 1.0
+    temperature: float = 1.0  # the paper's: entropies are those of the sampled policy
+    top_p: float = 0.9  # nucleus sampling; the tasks' difficulty is tuned with it
     epsilon_high: float = 0.28  # clip-higher (DAPO); = 0.2 for symmetric clipping
     save_every: int = 10
+    eval_every: int = 0  # test accuracy every N steps (and at 0 and the end); 0: never
+    eval_problems: int = 64
+    normalize: str = "all"  # loss over all response tokens (the paper's), or "selected"
+    cov_ratio: float = 2e-4  # Clip-Cov / KL-Cov: share of tokens they act on
+    implementation: str = "tokensieve"  # "trl": TRL's own GRPOTrainer, the all-token anchor
 
     def validate(self) -> None:
         get_task(self.task)
         if self.mask not in TRAINER_MASKS:
-            extra = " (clip-cov and kl-cov change the loss: library only)"
-            raise UserError(
-                f"unknown mask {self.mask!r}; choose {', '.join(TRAINER_MASKS)}"
-                + (extra if self.mask in MASKS else "")
-            )
-        if not 0.0 < self.rho <= 1.0:
-            raise UserError(f"rho must be in (0, 1], got {self.rho}")
-        for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every"):
+            raise UserError(f"unknown mask {self.mask!r}; choose {', '.join(TRAINER_MASKS)}")
+        for name in ("rho", "cov_ratio"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise UserError(
+                    f"{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}"
+                )
+        if self.normalize not in ("all", "selected"):
+            raise UserError("normalize must be 'all' or 'selected'")
+        for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every",
+                     "eval_problems"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1")
+        if self.implementation not in ("tokensieve", "trl"):
+            raise UserError("implementation must be 'tokensieve' or 'trl'")
+        if self.implementation == "trl" and self.mask != "all":
+            raise UserError("TRL's own trainer trains on every token: use it with --mask all")
+        if self.eval_every < 0:
+            raise UserError("eval-every must be 0 (never) or more")
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise UserError("temperature must be positive (GRPO samples)")
         if self.group_size < 2:
             raise UserError("group-size must be at least 2 (GRPO compares completions)")
 
     def token_mask(self):
         cls = MASKS[self.mask]
+        if self.mask in ("clip-cov", "kl-cov"):
+            return cls(ratio=self.cov_ratio)
         return cls() if self.mask == "all" else cls(rho=self.rho)
-
-
-def require_chat_template(tokenizer) -> None:
-    if not tokenizer.chat_template:
-        raise UserError("the model's tokenizer has no chat template; RL prompts are chat turns")
 
 
 def check_config(out: Path, config: RunConfig) -> None:
@@ -98,6 +114,14 @@ def trim_metrics(path: Path, step: int) -> None:
     write_atomic(path, "".join(k + "\n" for k in kept))
 
 
+def read_config(out: Path) -> RunConfig:
+    path = Path(out) / "run.json"
+    if not path.is_file():
+        raise UserError(f"{out} has no run.json: not a tokensieve rl run")
+    saved = json.loads(path.read_text())
+    return RunConfig(**{f.name: saved[f.name] for f in fields(RunConfig) if f.name in saved})
+
+
 def read_metrics(out: Path) -> list[dict]:
     path = Path(out) / "metrics.jsonl"
     if not path.is_file():
@@ -111,7 +135,7 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
     import torch
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOConfig
+    from trl import GRPOConfig, GRPOTrainer
 
     from tokensieve.models import load_model
     from tokensieve.rl.trainer import ForkingTokenGRPOTrainer
@@ -138,11 +162,37 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
     correct.__name__ = f"{config.task}_correct"
     metrics_path = out / "metrics.jsonl"
 
+    def append(record: dict) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
     class MetricsLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and state.is_world_process_zero:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                append({"step": state.global_step, **logs})
+
+    class TestAccuracy(TrainerCallback):
+        """Test accuracy at step 0, every `eval_every` steps and at the end (process 0)."""
+
+        def evaluate(self, state, model) -> None:
+            if not state.is_world_process_zero:
+                return
+            model.eval()
+            accuracy, _ = test_accuracy(
+                model, tokenizer, config.task, config.eval_problems, config.max_new_tokens,
+                config.temperature, seed=config.seed, top_p=config.top_p, progress=False,
+            )  # fmt: skip
+            model.train()
+            append({"step": state.global_step, "test_accuracy": accuracy})
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 0:
+                self.evaluate(state, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if step % config.eval_every == 0 or step == state.max_steps:
+                self.evaluate(state, model)
 
     args = GRPOConfig(
         output_dir=str(out),
@@ -152,6 +202,7 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
         max_completion_length=config.max_new_tokens,
         learning_rate=config.learning_rate,
         temperature=config.temperature,
+        top_p=config.top_p,
         epsilon_high=config.epsilon_high,
         logging_steps=1,
         save_strategy="steps",
@@ -163,16 +214,18 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
         seed=config.seed,
         disable_tqdm=not progress,
     )
-    trainer = ForkingTokenGRPOTrainer(
-        model=model,
-        reward_funcs=correct,
-        args=args,
-        train_dataset=data,
+    common = dict(
+        model=model, reward_funcs=correct, args=args, train_dataset=data,
         processing_class=tokenizer,
-        token_mask=config.token_mask(),
-        seed=config.seed,
-        callbacks=[MetricsLog()],
-    )
+        callbacks=[MetricsLog()] + ([TestAccuracy()] if config.eval_every else []),
+    )  # fmt: skip
+    if config.implementation == "trl":
+        trainer = GRPOTrainer(**common)
+    else:
+        trainer = ForkingTokenGRPOTrainer(
+            **common, token_mask=config.token_mask(), seed=config.seed,
+            normalize=config.normalize,
+        )  # fmt: skip
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     if last is not None:
         trim_metrics(metrics_path, int(Path(last).name.split("-")[-1]))
@@ -193,39 +246,20 @@ def test_accuracy(
     max_new_tokens: int = 96,
     temperature: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 16,
     progress: bool = True,
+    top_p: float = 1.0,
 ) -> tuple[float, list[str]]:
     """Share of the first `problems` test problems answered correctly (sampling at
-    `temperature`, greedy at 0), and the completions."""
-    import torch
-    from tqdm.auto import tqdm
+    `temperature` and `top_p`, greedy at 0), and the completions."""
+    from tokensieve.rl.rollouts import complete
 
     task = get_task(task_name)
-    require_chat_template(tokenizer)
     items = [task.problem("test", i) for i in range(problems)]
-    tokenizer.padding_side = "left"
-    torch.manual_seed(seed)
-    completions = []
-    for start in tqdm(range(0, len(items), batch_size), disable=not progress, desc="eval"):
-        batch = items[start : start + batch_size]
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}], tokenize=False,
-                                          add_generation_prompt=True)
-            for p in batch
-        ]  # fmt: skip
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        sampling = (
-            {"do_sample": True, "temperature": temperature}
-            if temperature > 0
-            else {"do_sample": False}
-        )
-        with torch.no_grad():
-            output = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )  # fmt: skip
-        new = output[:, encoded["input_ids"].shape[1] :]
-        completions += tokenizer.batch_decode(new, skip_special_tokens=True)
-    correct = [task.reward(c, p) for c, p in zip(completions, items, strict=True)]
-    return sum(correct) / max(len(items), 1), completions
+    pairs = complete(
+        model, tokenizer, items, max_new_tokens, temperature=temperature, top_p=top_p,
+        seed=seed, batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+    texts = [tokenizer.decode(c, skip_special_tokens=True) for _, c in pairs]
+    correct = [task.reward(t, p) for t, p in zip(texts, items, strict=True)]
+    return sum(correct) / max(len(items), 1), texts

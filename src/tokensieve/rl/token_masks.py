@@ -149,6 +149,7 @@ class ClipCov(TokenMask):
 @dataclass
 class KLCov(TokenMask):
     ratio: float = 2e-4
+    kl_coef: float = 1.0
     name = "kl_cov"
 
     def select(self, *, valid, log_prob, advantages, **_):

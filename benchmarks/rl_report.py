@@ -1,0 +1,85 @@
+"""Table and plots of the RL benchmark from its records (shared/benchmarks.md)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from tokensieve.rl import plots as rl_plots
+from tokensieve.rl.analysis import ForkingAnalysis
+
+
+def runs_from_records(records: list[dict]) -> dict[str, list[dict]]:
+    """``{"<arm>-seed<k>": [{"step": s, <metrics.jsonl key>: value}, ...]}``."""
+    keys = {"test_accuracy": "test_accuracy", "train_reward": "reward", "mean_entropy": "entropy",
+            "selected_fraction": "tokensieve/selected_fraction"}  # fmt: skip
+    rows: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in records:
+        if r["metric"] in keys and "step" in r["setting"]:
+            name = f"{r['method']}-seed{r['setting']['seed']}"
+            step = r["setting"]["step"]
+            rows[name].setdefault(step, {"step": step})[keys[r["metric"]]] = r["value"]
+    return {name: [by_step[s] for s in sorted(by_step)] for name, by_step in rows.items()}
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def table(records: list[dict], analysis: ForkingAnalysis | None = None) -> str:
+    runs = runs_from_records(records)
+    arms = list(dict.fromkeys(name.rpartition("-seed")[0] for name in runs))
+    speed = {r["method"]: r for r in records if r["metric"] == "seconds_per_step"}
+    overlap = defaultdict(list)
+    for r in records:
+        if r["metric"] == "overlap_with_base":
+            overlap[r["method"]].append(r["value"])
+    anchor = speed.get("all", {}).get("value")
+    lines = [
+        "| arm | implementation | rho | test acc. step 0 | final test acc. (per seed) | "
+        "Δ final − step 0 | train reward, first → last 10 steps | entropy, first → last step | "
+        "share trained on | s / step (× TRL) | overlap with base forks |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    implementation = {r["method"]: r["implementation"] for r in records if "method" in r}
+    rho = {r["method"]: r["setting"].get("rho") for r in records if "rho" in r["setting"]}
+    for arm in arms:
+        mine = {n: rows for n, rows in runs.items() if n.rpartition("-seed")[0] == arm}
+        starts, finals, first, last, e0, e1, share = [], [], [], [], [], [], []
+        for rows in mine.values():
+            accuracy = [r for r in rows if "test_accuracy" in r]
+            if accuracy:
+                starts.append(accuracy[0]["test_accuracy"])
+                finals.append(accuracy[-1]["test_accuracy"])
+            rewards = [r["reward"] for r in rows if "reward" in r]
+            first.append(_mean(rewards[:10]))
+            last.append(_mean(rewards[-10:]))
+            entropy = [r["entropy"] for r in rows if "entropy" in r]
+            if entropy:
+                e0.append(entropy[0])
+                e1.append(entropy[-1])
+            share += [r["tokensieve/selected_fraction"] for r in rows
+                      if "tokensieve/selected_fraction" in r]  # fmt: skip
+        seconds = speed.get(arm, {}).get("value")
+        ratio = f" ({seconds / anchor:.2f}×)" if seconds and anchor else ""
+        lines.append(
+            f"| {arm} | {implementation.get(arm, '')} | {rho.get(arm, '')} | {_mean(starts):.3f} "
+            f"| {' / '.join(f'{v:.3f}' for v in finals)} (mean {_mean(finals):.3f}) "
+            f"| {_mean(finals) - _mean(starts):+.3f} | {_mean(first):.3f} → {_mean(last):.3f} "
+            f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_mean(share) if share else 1.0:.2f} "
+            f"| {seconds or math.nan:.1f}{ratio} | {_mean(overlap.get(arm, [])):.3f} |"
+        )
+    out = "\n".join(lines) + "\n"
+    if analysis is not None:
+        forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
+        out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
+    return out
+
+
+def plots(records: list[dict], analysis: ForkingAnalysis | None = None) -> dict[str, bytes]:
+    figures = {"rl-curves.png": rl_plots.curves(runs_from_records(records))}
+    if analysis is not None:
+        figures["rl-entropy-histogram.png"] = rl_plots.entropy_histograms(analysis)
+        figures["rl-forks.png"] = rl_plots.forks(analysis)
+    return figures
