@@ -136,8 +136,9 @@ def main() -> None:
     records += records_of_runs(args.methods, args.seeds)
     overlap, analysis = analysis_records(args.methods, args.seeds)
     records += overlap
-    write_results("rl", records, table(records, analysis), plots(records, analysis))
-    print(table(records, analysis))
+    markdown = table(records, analysis, BUDGET["eval_problems"])
+    write_results("rl", records, markdown, plots(records, analysis))
+    print(markdown)
     print(json.dumps(analysis.summary(), ensure_ascii=False)[:2000])
 
 

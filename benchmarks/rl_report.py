@@ -27,7 +27,8 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def table(records: list[dict], analysis: ForkingAnalysis | None = None) -> str:
+def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems: int = 64) -> str:
+    """The results table; `problems`: test problems per evaluation (for the noise line)."""
     runs = runs_from_records(records)
     arms = list(dict.fromkeys(name.rpartition("-seed")[0] for name in runs))
     speed = {r["method"]: r for r in records if r["metric"] == "seconds_per_step"}
@@ -70,11 +71,43 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None) -> str:
             f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_mean(share) if share else 1.0:.2f} "
             f"| {seconds or math.nan:.1f}{ratio} | {_mean(overlap.get(arm, [])):.3f} |"
         )
-    out = "\n".join(lines) + "\n"
+    out = "\n".join(lines) + "\n" + _against_anchor(runs, arms, problems)
     if analysis is not None:
         forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
         out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
     return out
+
+
+def _finals(runs: dict[str, list[dict]], arm: str) -> list[tuple[float, float]]:
+    """(step-0, final) test accuracy of each seed of `arm`."""
+    pairs = []
+    for name, rows in runs.items():
+        accuracy = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+        if name.rpartition("-seed")[0] == arm and len(accuracy) > 1:
+            pairs.append((accuracy[0], accuracy[-1]))
+    return pairs
+
+
+def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int) -> str:
+    """Ours / TRL's all-token run, and the noise to read it against."""
+    anchor = _finals(runs, "all")
+    if not anchor:
+        return ""
+    theirs = _mean([f for _, f in anchor])
+    lines = ["", "Final test accuracy, mean over seeds, ours / TRL all-token GRPO:"]
+    for arm in arms:
+        if arm != "all" and _finals(runs, arm):
+            ours = _mean([f for _, f in _finals(runs, arm)])
+            ratio = f"{ours / theirs:.2f}" if theirs else "n/a"
+            lines.append(f"- `{arm}` {ours:.3f} vs {theirs:.3f} ({ratio})")
+    starts = [s for arm in arms for s, _ in _finals(runs, arm)]
+    p = _mean(starts)
+    lines.append(
+        f"- noise: step-0 accuracy (the same base model, each seed's sampling) ranges "
+        f"{min(starts):.3f}–{max(starts):.3f}; one binomial standard error at p = {p:.2f} "
+        f"and {problems} problems is {math.sqrt(p * (1 - p) / problems):.3f}"
+    )
+    return "\n".join(lines) + "\n"
 
 
 def plots(records: list[dict], analysis: ForkingAnalysis | None = None) -> dict[str, bytes]:
