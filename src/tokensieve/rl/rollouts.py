@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+from tqdm.auto import tqdm
+
 from tokensieve.errors import UserError
 from tokensieve.rl.tasks import Problem
+from tokensieve.signals import chat_prompt_ids, end_of_turn_ids
 
 
 def require_chat_template(tokenizer) -> None:
@@ -29,11 +33,6 @@ def complete(
     Uses a private RNG stream, so calling it during training leaves training's own
     sampling unchanged.
     """
-    import torch  # here, so that the CLI parses options without loading torch
-    from tqdm.auto import tqdm
-
-    from tokensieve.signals import end_of_turn_ids
-
     require_chat_template(tokenizer)
     stops = end_of_turn_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -42,14 +41,7 @@ def complete(
         if temperature > 0
         else {"do_sample": False}
     )
-    prompts = [
-        tokenizer(
-            tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}],
-                                          tokenize=False, add_generation_prompt=True),
-            add_special_tokens=False,
-        )["input_ids"]
-        for p in problems
-    ]  # fmt: skip
+    prompts = [chat_prompt_ids(tokenizer, p.prompt) for p in problems]
     results = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
