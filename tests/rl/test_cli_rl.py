@@ -61,6 +61,8 @@ def test_train_resume_compare_eval(cli, tiny_dir, tmp_path):
         (["--mask", "kl-cov", "--cov-ratio", "0"], "cov-ratio must be in (0, 1]"),
         (["--plain-trl"], "use it with --mask all"),
         (["--top-p", "0"], "top-p must be in (0, 1]"),
+        (["--eval-every", "-1"], "eval-every must be 0"),
+        (["--eval-problems", "0"], "eval-problems must be at least 1"),
         (["--mask", "magic"], "unknown mask"),
         (["--task", "poetry"], "unknown task"),
     ],
@@ -87,3 +89,10 @@ def test_resume_with_other_config_and_missing_chat_template(cli, tiny_dir, tmp_p
     code, _, err = cli("rl", "train", "--task", "arithmetic", "--model", plain,
                        "--out", tmp_path / "r2", *FAST)  # fmt: skip
     assert code == 2 and "chat template" in err
+
+
+def test_compare_refuses_bad_input(cli, tmp_path):
+    code, _, err = cli("rl", "compare", tmp_path, "--problems", "0")
+    assert code == 2 and "--problems must be at least 1" in err
+    code, _, err = cli("rl", "compare", tmp_path / "nothing")
+    assert code == 2 and "not a tokensieve rl run" in err and len(err.strip().splitlines()) == 1
