@@ -60,7 +60,12 @@ from tokensieve import load_model  # noqa: E402
 from tokensieve.evaluate.kv_fidelity import compare, teacher_forced_logits  # noqa: E402
 from tokensieve.evaluate.passkey import answer_digits, make_passkey_case  # noqa: E402
 from tokensieve.kv import CompressedCache, compression, make_policy  # noqa: E402
-from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
+from tokensieve.models import (  # noqa: E402
+    EMBEDDED_NAME,
+    converted_gguf,
+    embedded_model_file,
+    with_cache,
+)
 
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 PRESS_PYTHON = ROOT / ".venvs" / "kvpress" / "bin" / "python"
@@ -291,13 +296,13 @@ def speed_cell(method: str, context: int, out: Path) -> None:
     ids = speed_ids(tokenizer, context)
     cache = CompressedCache(model.config, policy_for(method, SPEED_BUDGET))
     with compression(model, cache):
-        model(input_ids=torch.tensor([ids[:context]]), past_key_values=cache, logits_to_keep=1)
+        model(input_ids=torch.tensor([ids[:context]]), **with_cache(cache), logits_to_keep=1)
         kv_bytes = cache.kv_bytes()
         reset_peak()  # the decode phase's own peak
         steps = []
         for t in range(context, context + SPEED_DECODE):
             start = time.perf_counter()
-            model(input_ids=torch.tensor([[ids[t]]]), past_key_values=cache)
+            model(input_ids=torch.tensor([[ids[t]]]), **with_cache(cache))
             steps.append(time.perf_counter() - start)
     result = {"step_seconds": steps, "kv_bytes": kv_bytes, "peak_memory_mb": rss_mb("VmHWM")}
     out.write_text(json.dumps(result))

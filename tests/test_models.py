@@ -12,9 +12,12 @@ from tokensieve.models import (
     MANIFEST,
     _cache_is_valid,
     _gguf_cache_dir,
+    cache_keyword,
     converted_gguf,
     embedded_model_file,
+    passed_cache,
     resolve_model_dir,
+    with_cache,
 )
 from tokensieve.signals import chat_prompt_ids, end_of_turn_ids
 
@@ -117,3 +120,17 @@ def test_broken_gguf_file_is_a_user_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="could not read the GGUF model"):
         load_model(broken)
     assert not any((tmp_path / "cache").glob("models/*/tokensieve-manifest.json"))
+
+
+def test_cache_keyword_is_what_the_installed_transformers_reads():
+    """`with_cache` must name the forward argument transformers actually reads (renamed
+    in 5.24); a wrong name would go to **kwargs and silently run without the cache."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+
+    assert cache_keyword() in inspect.signature(LlamaForCausalLM.forward).parameters
+    assert with_cache("c") == {cache_keyword(): "c"}
+    assert passed_cache({"cache": "a"}) == "a"
+    assert passed_cache({"past_key_values": "b"}) == "b"
+    assert passed_cache({}) is None

@@ -210,7 +210,7 @@ def cmd_kv_generate(args) -> int:
     import torch
 
     from tokensieve.kv import CompressedCache, compression
-    from tokensieve.models import load_model
+    from tokensieve.models import load_model, with_cache
     from tokensieve.signals import chat_prompt_ids, check_context, end_of_turn_ids
 
     budget = parse_budget(args.budget)
@@ -238,7 +238,7 @@ def cmd_kv_generate(args) -> int:
         output = model.generate(
             torch.tensor([ids]),
             attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            past_key_values=cache,
+            **with_cache(cache),
             max_new_tokens=args.max_new_tokens,
             do_sample=False,
             eos_token_id=end_of_turn_ids(tokenizer),

@@ -13,6 +13,7 @@ Nothing is ever downloaded: a spec that is not an existing path is a user error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -194,6 +195,27 @@ def load_model(
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@functools.cache
+def cache_keyword() -> str:
+    """transformers 5.24 renamed a forward's ``past_key_values`` to ``cache`` (the old name
+    warns, and goes in 5.40); 5.0-5.23 know only the old one."""
+    from transformers import __version__
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return "cache" if (major, minor) >= (5, 24) else "past_key_values"
+
+
+def with_cache(cache) -> dict:
+    """``{keyword: cache}`` to pass a cache to a model call under either version."""
+    return {cache_keyword(): cache}
+
+
+def passed_cache(kwargs: dict):
+    """The cache in a forward's keyword arguments, under either name (for hooks)."""
+    found = kwargs.get("cache")
+    return found if found is not None else kwargs.get("past_key_values")
 
 
 def model_display_name(model) -> str:

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokensieve.errors import UserError
-from tokensieve.models import model_display_name
+from tokensieve.models import model_display_name, with_cache
 
 SIGNALS = (
     "entropy",
@@ -307,7 +307,7 @@ def score_sequence(
                 end = min(start + chunk_size, n)
                 head_layers[0] = 0
                 logits = model(
-                    input_ids=ids[None, start:end], past_key_values=cache, use_cache=True
+                    input_ids=ids[None, start:end], **with_cache(cache), use_cache=True
                 ).logits[0]
                 # Position p predicts token p + 1; keep predictions of analysed tokens.
                 lo, hi = max(start, first - 1), min(end, n - 1)

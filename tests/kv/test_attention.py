@@ -6,6 +6,7 @@ import torch
 
 from tokensieve.kv import CompressedCache, H2OPolicy, SnapKVPolicy, compression
 from tokensieve.kv import attention as kv_attention
+from tokensieve.models import with_cache
 
 TEXT = "Return a list of the words in the string, using sep as the delimiter string."
 
@@ -22,7 +23,7 @@ def eager_run(model, ids):
 def scored_run(model, ids, policy):
     cache = CompressedCache(model.config, policy)
     with torch.no_grad(), compression(model, cache):
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids, **with_cache(cache), use_cache=True)
     return out, cache
 
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from tokensieve import UserError
 from tokensieve.kv import (
@@ -24,6 +25,7 @@ from tokensieve.kv import (
     compression,
     make_policy,
 )
+from tokensieve.models import with_cache
 
 TEXT = (
     "Return a copy of the string with leading whitespace removed. If chars is given "
@@ -41,13 +43,13 @@ def setup(tiny):
 def decode(model, ids, cache=None, steps=6):
     """Greedy manual loop; returns the logits of every step (prefill last row first)."""
     logits_seen = []
+    cache = DynamicCache(config=model.config) if cache is None else cache
     with torch.no_grad():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=ids, **with_cache(cache), use_cache=True)
         logits_seen.append(out.logits[0, -1])
         for _ in range(steps):
             token = logits_seen[-1].argmax()[None, None]
-            out = model(input_ids=token, past_key_values=past, use_cache=True)
+            out = model(input_ids=token, **with_cache(cache), use_cache=True)
             logits_seen.append(out.logits[0, -1])
     return torch.stack(logits_seen)
 
@@ -129,7 +131,7 @@ def reference_keep(scores, n, budget, sink, recent):
 def kept_after_prefill(model, ids, policy):
     cache = CompressedCache(model.config, policy)
     with torch.no_grad(), compression(model, cache):
-        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        model(input_ids=ids, **with_cache(cache), use_cache=True)
     return cache, [p[0] for p in cache.kept_positions()]
 
 
@@ -161,9 +163,9 @@ def test_h2o_accumulates_over_decode_steps(setup):
     cache = CompressedCache(model.config, policy)
     rows = []
     with torch.no_grad(), compression(model, cache):
-        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        model(input_ids=ids, **with_cache(cache), use_cache=True)
         model.set_attn_implementation("eager")
-        out = model(input_ids=ids[:, :1], past_key_values=cache, output_attentions=True)
+        out = model(input_ids=ids[:, :1], **with_cache(cache), output_attentions=True)
         rows = [a.double() for a in out.attentions]
     prefill = prefill_attention(model, ids)
     n = ids.shape[1]
@@ -266,7 +268,7 @@ def test_generate_with_compressed_cache_and_gqa(setup):
     assert model.config.num_key_value_heads < model.config.num_attention_heads
     cache = CompressedCache(model.config, KeyformerPolicy(budget=0.25, max_new_tokens=10))
     with torch.no_grad(), compression(model, cache):
-        out = model.generate(ids, past_key_values=cache, max_new_tokens=10, do_sample=False)
+        out = model.generate(ids, **with_cache(cache), max_new_tokens=10, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 10
     assert cache.get_seq_length() == ids.shape[1] + 9  # the last token is never fed back
     assert {layer.physical_length() for layer in cache.layers} == {cache.budget}
@@ -311,9 +313,9 @@ def test_sirllm_keeps_surprising_tokens_across_turns(setup):
     policy = SirLLMPolicy(budget=16, sink=4, decay=0.5)
     cache = CompressedCache(model.config, policy)
     with torch.no_grad(), compression(model, cache):
-        out1 = model(input_ids=first, past_key_values=cache, use_cache=True)
+        out1 = model(input_ids=first, **with_cache(cache), use_cache=True)
         kept1 = cache.kept_positions()[0][0, 0].tolist()
-        out2 = model(input_ids=second, past_key_values=cache, use_cache=True)
+        out2 = model(input_ids=second, **with_cache(cache), use_cache=True)
         kept2 = cache.kept_positions()[0][0, 0].tolist()
 
     def surprisal(logits, tokens, previous=None):

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.models import with_cache
 from tokensieve.signals import check_context
 
 
@@ -41,7 +42,7 @@ def teacher_forced_logits(
     cache = CompressedCache(model.config, policy or FullPolicy())
     rows = []
     with compression(model, cache):
-        out = model(input_ids=ids[None, :context], past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids[None, :context], **with_cache(cache), use_cache=True)
         rows.append(out.logits[0, -1].float())
         for t in tqdm(
             range(context, len(ids) - 1),
@@ -49,7 +50,7 @@ def teacher_forced_logits(
             desc=policy.name if policy else "full",
             leave=False,
         ):
-            out = model(input_ids=ids[None, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids[None, t : t + 1], **with_cache(cache), use_cache=True)
             rows.append(out.logits[0, -1].float())
     return torch.stack(rows), cache
 

@@ -18,6 +18,7 @@ import torch
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.models import with_cache
 from tokensieve.signals import check_context
 
 QUESTION = "What is the secret passkey mentioned in the text above?"
@@ -67,7 +68,7 @@ def answer_digits(
         output = model.generate(
             ids,
             attention_mask=torch.ones_like(ids),
-            past_key_values=cache,
+            **with_cache(cache),
             max_new_tokens=new_tokens,
             do_sample=False,
         )

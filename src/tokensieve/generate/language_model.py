@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tokensieve.models import with_cache
 from tokensieve.signals import check_context, end_of_turn_ids, token_bytes
 
 
@@ -51,7 +52,7 @@ class TokenLM:
         check_context(self.model, len(self.prompt_ids) + 1)
         self.cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([self.prompt_ids])
-        logits = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True).logits
+        logits = self.model(input_ids=ids, **with_cache(self.cache), use_cache=True).logits
         self.cache.batch_repeat_interleave(particles)
         self.length = len(self.prompt_ids)
         return self._log_probs(logits[:, -1]).repeat(particles, axis=0)
@@ -61,7 +62,7 @@ class TokenLM:
         """Append one token per cache row; return ``[rows, vocab]`` log-probs."""
         check_context(self.model, self.length + 1)
         ids = torch.tensor(tokens, dtype=torch.long)[:, None]
-        logits = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True).logits
+        logits = self.model(input_ids=ids, **with_cache(self.cache), use_cache=True).logits
         self.length += 1
         return self._log_probs(logits[:, -1])
 

@@ -29,6 +29,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from tokensieve.errors import UserError
 from tokensieve.kv.attention import SCORING
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.models import passed_cache
 from tokensieve.signals import attention_modules
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smollm3")
@@ -100,7 +101,8 @@ class CompressedLayer(DynamicLayer):
 
 
 class CompressedCache(Cache):
-    """The cache to pass as ``past_key_values``; eviction needs `compression(model, cache)`."""
+    """The cache to pass to the model (`tokensieve.models.with_cache`); eviction needs
+    `compression(model, cache)`."""
 
     def __init__(self, config, policy: KVPolicy):
         model_type = getattr(config, "model_type", "")
@@ -179,7 +181,7 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     """
 
     def hook(module, args, kwargs, output):
-        if kwargs.get("past_key_values") is cache:
+        if passed_cache(kwargs) is cache:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             cache.after_attention(module.layer_idx, weights)
             if cache.policy.needs_attention and not cache.observed:
@@ -197,14 +199,14 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
         module._tokensieve_cache = cache
 
     def logits_hook(module, args, kwargs, output):
-        if kwargs.get("past_key_values") is cache:
+        if passed_cache(kwargs) is cache:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             cache.policy.after_forward(cache, input_ids, output.logits)
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in modules]
 
     def all_logits(module, args, kwargs):
-        if kwargs.get("past_key_values") is cache:  # generate() keeps only the last row
+        if passed_cache(kwargs) is cache:  # generate() keeps only the last row
             kwargs["logits_to_keep"] = 0
         return args, kwargs
 

@@ -7,6 +7,7 @@ import torch
 
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.models import with_cache
 
 
 @torch.no_grad()
@@ -18,7 +19,7 @@ def kept_map(model, ids: list[int], policy: KVPolicy) -> np.ndarray:
     """
     cache = CompressedCache(model.config, policy)
     with compression(model, cache):
-        model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([ids]), **with_cache(cache), use_cache=True)
     share = np.zeros((len(cache.layers), len(ids)))
     for layer, positions in enumerate(cache.kept_positions()):
         heads = positions[0]  # [kv_heads, kept]
