@@ -52,6 +52,7 @@ from tokensieve.evaluate import bits_per_byte  # noqa: E402
 from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
 from tokensieve.vocab import transplant  # noqa: E402
 from tokensieve.vocab.aux_space import MiniLMSpace  # noqa: E402
+from tokensieve.vocab.finetune import finetune_embeddings  # noqa: E402
 from tokensieve.vocab.train_tokenizer import bytes_per_token, train_tokenizer  # noqa: E402
 
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
@@ -63,6 +64,8 @@ WINDOW, STRIDE = 1024, 512
 OMP_K = 8  # tokensurgeon's default is 64; 230k Gemma tokens at k=64 take hours on 2 cores
 METHODS = ["tokenadapt", "mean", "random", "omp"]
 TARGETS = ["bpe-16k", "supertokens-16k", "gemma-3"]
+FINETUNE = {"steps": 60, "batch_size": 4, "length": 256, "lr": 1e-3, "eval_every": 20}
+FINETUNE_TARGETS = ["supertokens-16k", "bpe-16k"]  # Gemma's 262k-row head: too slow here
 MERGEKIT_METHODS = [("mergekit", "subword"), ("mergekit", "omp")]
 
 
@@ -146,6 +149,11 @@ class Bench:
                 self.cell(f"{target}/tokensieve/{method}",
                           lambda m=method, t=tokenizer, n=target, d=donor:
                           self.ours(n, t, m, d, base_bpb))  # fmt: skip
+            if target in self.args.finetune:
+                for method in METHODS:
+                    self.cell(f"{target}/finetune/{method}",
+                              lambda m=method, t=tokenizer, n=target:
+                              self.finetuned(n, t, m, base_bpb))  # fmt: skip
             if self.args.skip_mergekit:
                 continue
             method = "omp" if target == "gemma-3" else "subword"
@@ -170,22 +178,55 @@ class Bench:
             record("vocab", method, impl, setting, "transplant_seconds", seconds, "s"),
         ]  # fmt: skip
 
-    def ours(self, target, tokenizer, method, donor, base_bpb):
+    def transplanted(self, tokenizer, method, donor):
+        """Our transplant with the benchmark's options: ``(model, seconds, extra setting)``."""
         options = {"seed": 0}
-        if method == "tokenadapt":
+        if method == "tokenadapt" or (method == "omp" and donor is None):
             self.space = self.space or MiniLMSpace(progress=False)
             options["space"] = self.space
         if method == "omp":
             options.update(k=OMP_K, donor_rows=donor)
-            if donor is None:
-                self.space = self.space or MiniLMSpace(progress=False)
-                options["space"] = self.space
         start = time.perf_counter()
         model = transplant(self.model, self.tokenizer, tokenizer, method, **options)
         seconds = time.perf_counter() - start
         extra = {"k": OMP_K, "space": "donor" if donor is not None else "minilm"}
+        return model, seconds, extra if method == "omp" else {}
+
+    def ours(self, target, tokenizer, method, donor, base_bpb):
+        model, seconds, extra = self.transplanted(tokenizer, method, donor)
         return self.evaluate(target, method, "tokensieve", model, tokenizer, base_bpb, seconds,
-                             **(extra if method == "omp" else {}))  # fmt: skip
+                             **extra)  # fmt: skip
+
+    def finetuned(self, target, tokenizer, method, base_bpb):
+        """Embeddings-only fine-tune of our transplant on the tokenizer's training pages:
+        held-out bpb ratio at each evaluation step, and seconds per step."""
+        model, _, extra = self.transplanted(tokenizer, method, None)
+        pages = sorted((DOCS / "library").glob("*.rst.txt"))[::2]
+        texts = [p.read_text() for p in pages]
+
+        evaluating = [0.0]
+
+        def held_out_bpb(m) -> float:
+            begin = time.perf_counter()
+            value = bits_per_byte(m, tokenizer, self.texts, WINDOW, STRIDE).bits_per_byte
+            evaluating[0] += time.perf_counter() - begin
+            return value
+
+        start = time.perf_counter()
+        log = finetune_embeddings(model, tokenizer, texts, seed=0, evaluate=held_out_bpb,
+                                  progress=True, **FINETUNE)  # fmt: skip
+        seconds = time.perf_counter() - start - evaluating[0]
+        setting = self.setting(target, **FINETUNE, **extra)
+        records = [
+            record("vocab", method, "tokensieve", {**setting, "step": step},
+                   "finetuned_bpb_ratio", value / base_bpb, "ratio")
+            for step, value in log.evaluations
+        ]  # fmt: skip
+        records.append(record("vocab", method, "tokensieve", setting, "finetune_train_loss_last10",
+                              sum(log.losses[-10:]) / 10, "nats/token"))  # fmt: skip
+        records.append(record("vocab", method, "tokensieve", setting, "finetune_seconds", seconds,
+                              "s"))  # training only, evaluations excluded  # fmt: skip
+        return records
 
     def mergekit(self, target, tokenizer, method, base_bpb):
         """tokensurgeon onto `target`: OMP in the donor's space when a real donor exists
@@ -269,7 +310,64 @@ def table(records) -> str:
               "Gemma 3 has a real one (OMP in its embedding space, the same k for both OMPs); "
               "for the tokenizers trained here it runs its `subword` mean (rows from the base "
               "model only; the donor just carries the tokenizer)."]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + finetune_table(records)) + "\n"
+
+
+def finetune_curves(records) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """target → method → [(step, held-out bpb ratio)] of the embeddings-only fine-tune."""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for r in records:
+        if r["metric"] == "finetuned_bpb_ratio":
+            target = curves.setdefault(r["setting"]["tokenizer"], {})
+            target.setdefault(r["method"], []).append((r["setting"]["step"], r["value"]))
+    return curves
+
+
+def finetune_table(records) -> list[str]:
+    curves = finetune_curves(records)
+    if not curves:
+        return []
+    steps = sorted({step for target in curves.values() for c in target.values() for step, _ in c})
+    lines = ["", "## Embeddings-only fine-tune", "",
+             f"Our transplants, then only the embedding matrix (tied head) trains: "
+             f"{FINETUNE['steps']} AdamW steps of {FINETUNE['batch_size']} × "
+             f"{FINETUNE['length']} tokens from the tokenizer's training pages, lr "
+             f"{FINETUNE['lr']}. Held-out bits-per-byte ratio (transplanted ÷ original) "
+             "by step; the last column is training time per step (evaluations excluded).", "",
+             "| target | method | " + " | ".join(f"step {s}" for s in steps) + " | s/step |",
+             "|---|---|" + "---:|" * (len(steps) + 1)]  # fmt: skip
+    for target, methods in curves.items():
+        for method in METHODS:
+            if method not in methods:
+                continue
+            values = dict(methods[method])
+            seconds = find(records, "finetune_seconds", "tokensieve", method, target)
+            per_step = f"{seconds['value'] / FINETUNE['steps']:.1f}" if seconds else ""
+            cells = [f"{values[s]:.2f}" if s in values else "" for s in steps]
+            lines.append(f"| {target} | {method} | " + " | ".join(cells) + f" | {per_step} |")
+    return lines
+
+
+def finetune_plot(records) -> dict[str, bytes]:
+    curves = finetune_curves(records)
+    if not curves:
+        return {}
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    for ax, (target, methods) in zip(axes[0], curves.items(), strict=True):
+        for method in METHODS:
+            if method in methods:
+                points = sorted(methods[method])
+                ax.plot(*zip(*points, strict=True), marker="o", label=method)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_title(target)
+        ax.set_xlabel("fine-tune step (embeddings only)")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("bits-per-byte ratio (÷ original)")
+    axes[0][0].legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return {"vocab-finetune.png": buffer.getvalue()}
 
 
 def plots(records) -> dict[str, bytes]:
@@ -293,7 +391,7 @@ def plots(records) -> dict[str, bytes]:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return {"vocab-bpb-ratio.png": buffer.getvalue()}
+    return {"vocab-bpb-ratio.png": buffer.getvalue(), **finetune_plot(records)}
 
 
 def mergekit_version() -> str | None:
@@ -309,6 +407,8 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--replot", action="store_true")
     parser.add_argument("--skip-mergekit", action="store_true")
+    parser.add_argument("--finetune", nargs="*", default=FINETUNE_TARGETS, choices=TARGETS,
+                        help="targets that also get the embeddings-only fine-tune")  # fmt: skip
     args = parser.parse_args()
     if args.replot:
         records = json.loads((RESULTS / "vocab.json").read_text())

@@ -54,6 +54,7 @@ def test_bad_input(cli, tiny_dir, tmp_path, corpus):
         ([*base, "--tokenizer", tmp_path / "missing", "--out", tmp_path / "o"], "no tokenizer"),
         ([*base, "--tokenizer", bad_json, "--out", tmp_path / "o"], "could not read a tokenizer"),
         ([*base, "--tokenizer", tiny_dir, "--out", taken], "exists"),
+        ([*base, "--tokenizer", tiny_dir, "--out", tiny_dir, "--force"], "the input model"),
         (
             [
                 "vocab",

@@ -93,6 +93,40 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    import torch
+
+    from tokensieve.evaluate import bits_per_byte
+    from tokensieve.models import load_model
+    from tokensieve.vocab.finetune import finetune_embeddings
+    from tokensieve.vocab.transplant import check_output, save_model
+
+    out = Path(args.out)
+    if out.exists() and not args.force:  # before the slow part
+        raise UserError(f"{out} exists; choose a new --out or pass --force")
+    texts = _texts(args.file)
+    held = _texts(args.held_out) if args.held_out else None
+    model, tokenizer = load_model(args.model)
+    check_output(out, model, args.force)
+    torch.manual_seed(args.seed)  # dropout, where a model has any
+
+    def evaluate(m) -> float:
+        return bits_per_byte(m, tokenizer, held).bits_per_byte
+
+    log = finetune_embeddings(
+        model, tokenizer, texts, steps=args.steps, batch_size=args.batch_size,
+        length=args.length, lr=args.lr, seed=args.seed,
+        evaluate=evaluate if held else None, eval_every=args.eval_every,
+        progress=not args.quiet,
+    )  # fmt: skip
+    save_model(model, tokenizer, out)
+    for step, value in log.evaluations:
+        print(f"step {step:>5}  held-out {value:.4f} bits/byte")
+    last = f"{log.losses[-1]:.3f}" if log.losses else "n/a"
+    print(f"{args.steps} steps (last training loss {last}), written to {out}")
+    return 0
+
+
 def register(commands, parser_class) -> None:
     from tokensieve.vocab import METHODS
 
@@ -123,6 +157,21 @@ def register(commands, parser_class) -> None:
     tr.add_argument("--out", required=True, help="tokenizer directory (a fresh one if taken)")
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(run=cmd_train_tokenizer)
+
+    f = sub.add_parser("finetune", help="train only the embeddings and head (heal a transplant)")
+    f.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
+    f.add_argument("--file", nargs="+", required=True, help="UTF-8 training text files")
+    f.add_argument("--held-out", nargs="+", help="files for bits per byte during training")
+    f.add_argument("--out", required=True, help="new model directory (must not exist)")
+    f.add_argument("--force", action="store_true", help="replace --out if it exists")
+    f.add_argument("--steps", type=int, default=50)
+    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--length", type=int, default=256, help="tokens per training window")
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--eval-every", type=int, default=0, help="held-out bpb every N steps")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(run=cmd_finetune)
 
     e = sub.add_parser("eval", help="bits per byte of real text, any tokenizer")
     e.add_argument("--model", nargs="+", help="model directories (default: embedded)")

@@ -44,7 +44,7 @@ def transplant(
             f"{rows_held} rows: the tokenizer does not belong to this model"
         )
     if out is not None:
-        _check_output(Path(out), model, force)
+        check_output(Path(out), model, force)
     with torch.no_grad():
         embeddings = model.get_input_embeddings().weight
         plan = initializer.plan(old_tokenizer, new_tokenizer, embeddings)
@@ -63,19 +63,23 @@ def transplant(
         if getattr(new, "generation_config", None) is not None:
             setattr(new.generation_config, role, getattr(new_tokenizer, role))
     if out is not None:
-        _save(new, new_tokenizer, Path(out))
+        save_model(new, new_tokenizer, Path(out))
     return new
 
 
-def _check_output(out: Path, model, force: bool) -> None:
-    source = getattr(model, "name_or_path", "")
-    if source and Path(source).exists() and out.resolve() == Path(source).resolve():
-        raise UserError(f"refusing to write over the input model {source}")
+def check_output(out: Path, model, force: bool) -> None:
+    """Refuse an existing `out` (unless `force`) and, always, the input model's own directory."""
+    # load_model shortens name_or_path for display; the config keeps the real directory.
+    sources = {getattr(model, "name_or_path", ""), getattr(model.config, "_name_or_path", "")}
+    for source in filter(None, sources):
+        if Path(source).exists() and out.resolve() == Path(source).resolve():
+            raise UserError(f"refusing to write over the input model {source}")
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose a new --out or pass --force")
 
 
-def _save(model, tokenizer, out: Path) -> None:
+def save_model(model, tokenizer, out: Path) -> None:
+    """Save into a temporary sibling, then rename: an interruption leaves no half model."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
