@@ -19,6 +19,10 @@ Held-out text: tutorial pages of python3.11-doc (not in the training pages). Met
 bits per byte (tokenizer-independent; BOS first, windows of 1024, stride 512), the
 ratio transplanted / original, and bytes per token of each tokenizer.
 
+Then, for the trained tokenizers, an embeddings-only fine-tune of each of our transplants
+(`tokensieve.vocab.finetune`, 60 steps on the tokenizer's training pages) with the
+held-out ratio every 20 steps: how fast each initialisation recovers.
+
 Run: ``make bench-vocab``. Finished cells go to ``benchmarks/.cache/vocab.jsonl``.
 """
 
