@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -74,3 +76,25 @@ def test_bad_method_and_missing_head():
 
     with pytest.raises(UserError, match="no language-model head"):
         transplant(Headless(), tokenizer, tokenizer)
+
+
+def test_an_interrupted_write_leaves_no_half_directory(tmp_path, monkeypatch):
+    """Interrupted while saving: a new `out` never appears, a replaced one stays whole."""
+    from transformers import PreTrainedTokenizerBase
+
+    model, old = tiny_model(seed=0)
+    new_tokenizer = tiny_tokenizer(vocab_size=420)
+    kept = tmp_path / "kept"
+    transplant(model, old, new_tokenizer, "mean", out=kept)
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+
+    def interrupted(self, directory, *args, **kwargs):
+        (Path(directory) / "tokenizer.json").write_text("{")  # half-written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", interrupted)
+    for out, force in [(tmp_path / "new", False), (kept, True)]:
+        with pytest.raises(KeyboardInterrupt):
+            transplant(model, old, new_tokenizer, "random", out=out, force=force)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
