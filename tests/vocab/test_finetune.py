@@ -80,6 +80,8 @@ def test_cli_writes_a_loadable_model_and_never_touches_the_input(cli, tiny_dir, 
         (["--out", out], "exists"),
         (["--out", tiny_dir, "--force"], "the input model"),
         (["--out", tmp_path / "o", "--steps", "-1"], "steps >= 0"),
+        (["--out", tmp_path / "o", "--eval-every", "-1"], "eval every >= 0"),
+        (["--out", tmp_path / "o", "--length", "1000"], "longer than the model's context"),
     ]
     for extra, message in cases:
         code, _, err = cli("vocab", "finetune", "--model", tiny_dir, "--file", corpus,

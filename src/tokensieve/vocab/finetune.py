@@ -72,8 +72,12 @@ def finetune_embeddings(
     `evaluate(model)` runs before the first step, every `eval_every` steps and after the
     last. Every other parameter keeps its values and its ``requires_grad`` flag.
     """
-    if steps < 0 or batch_size < 1 or length < 2:
-        raise UserError("need steps >= 0, batch size >= 1 and window length >= 2")
+    if steps < 0 or batch_size < 1 or length < 2 or eval_every < 0:
+        raise UserError("need steps >= 0, batch size >= 1, window length >= 2, eval every >= 0")
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and length > context:
+        raise UserError(f"a window of {length} tokens is longer than the model's context "
+                        f"({context})")  # fmt: skip
     windows = training_windows(tokenizer, texts, length)
     trained = vocabulary_parameters(model)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
