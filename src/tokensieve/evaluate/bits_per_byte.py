@@ -30,13 +30,18 @@ class BitsPerByte:
         return self.bytes / max(self.tokens, 1)
 
 
+def document_start(tokenizer) -> int:
+    """The token put before each document: BOS, else EOS as a document separator."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 @torch.no_grad()
 def bits_per_byte(
     model, tokenizer, texts: list[str], window: int = 512, stride: int = 256, progress=False
 ) -> BitsPerByte:
     if not 0 < stride <= window:
         raise ValueError("need 0 < stride <= window")
-    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    first = document_start(tokenizer)
     nll, total_bytes, tokens, lossless = 0.0, 0, 0, True
     for text in tqdm(texts, desc="bits per byte", disable=not progress, leave=False):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokensieve.errors import UserError
+from tokensieve.evaluate.bits_per_byte import document_start
 
 
 @dataclass
@@ -38,9 +39,9 @@ def vocabulary_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def training_windows(tokenizer, texts: list[str], length: int) -> torch.Tensor:
-    """``[n, length]`` token windows cut from the texts, each document after a BOS (else
-    EOS) separator, as `bits_per_byte` scores them."""
-    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    """``[n, length]`` token windows cut from the texts, each document after the separator
+    `bits_per_byte` scores it with."""
+    first = document_start(tokenizer)
     ids: list[int] = []
     for text in texts:
         ids += [first, *tokenizer(text, add_special_tokens=False)["input_ids"]]
