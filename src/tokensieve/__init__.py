@@ -1,19 +1,12 @@
 """tokensieve: find the tokens that matter in a language model's work.
 
 Score every token (entropy, surprisal, attention received), show the few that matter,
-and spend compute, memory and learning signal only there.
+and spend compute, memory and learning signal only there. Members are imported on first
+use (`tokensieve.lazy`), so importing the package does not load torch.
 """
 
 from tokensieve.errors import UserError
-from tokensieve.models import load_model, tiny_model
-from tokensieve.signals import (
-    SIGNALS,
-    TokenSignals,
-    answer_signals,
-    forking_tokens,
-    summarize,
-    text_signals,
-)
+from tokensieve.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,3 +21,14 @@ __all__ = [
     "text_signals",
     "tiny_model",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.models": ["load_model", "tiny_model"],
+        "tokensieve.signals": [
+            "SIGNALS", "TokenSignals", "answer_signals", "forking_tokens", "summarize",
+            "text_signals",
+        ],
+    },
+)  # fmt: skip

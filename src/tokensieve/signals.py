@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -33,26 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokensieve.errors import UserError
+from tokensieve.errors import UserError, check_sampling
+from tokensieve.inspect import SIGNALS, UNITS
 from tokensieve.models import model_display_name, with_cache
-
-SIGNALS = (
-    "entropy",
-    "surprisal",
-    "top1_prob",
-    "margin",
-    "attention_received",
-    "attention_total",
-)
-UNITS = {
-    "kv_kept": "share of layers × KV heads keeping it",
-    "entropy": "nats",
-    "surprisal": "nats",
-    "top1_prob": "probability",
-    "margin": "probability",
-    "attention_received": "mean weight",
-    "attention_total": "summed weight",
-}
+from tokensieve.outputs import json_text
 
 
 @dataclass
@@ -96,7 +79,7 @@ class TokenSignals:
             }
             for name, column in self.values.items():
                 value = float(column[i])
-                row[name] = None if math.isnan(value) else value
+                row[name] = value if math.isfinite(value) else None
             if self.forking is not None:
                 row["forking"] = bool(self.forking[i])
             yield row
@@ -113,7 +96,7 @@ class TokenSignals:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+        return json_text(self.to_dict())
 
     def to_csv(self) -> str:
         rows = list(self.rows())
@@ -228,13 +211,16 @@ def context_length(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def check_context(model, n_tokens: int) -> None:
-    """Refuse sequences longer than the model's context (positions would be invalid)."""
+def check_context(model, n_tokens: int, hint: str = "") -> None:
+    """Refuse sequences longer than the model's context (positions would be invalid).
+
+    `hint` (given `{limit}`) says how to shorten the input where the caller has a way."""
     limit = context_length(model)
     if limit is not None and n_tokens > limit:
+        advice = f"; {hint.format(limit=limit)}" if hint else ""
         raise UserError(
             f"the input is {n_tokens} tokens but {model_display_name(model)} reads at most "
-            f"{limit}; pass --max-tokens {limit - 1} (max_tokens=) to analyse the first part"
+            f"{limit}{advice}"
         )
 
 
@@ -283,7 +269,7 @@ def score_sequence(
     if first < 1:
         raise ValueError("first must be >= 1: the first token has no prediction")
     n = int(ids.shape[0])
-    check_context(model, n)
+    check_context(model, n, "analyse the first part with --max-tokens (max_tokens=) below {limit}")
     count = n - first
     out = {name: np.full(count, np.nan) for name in SIGNALS}
     received = torch.zeros(n, dtype=torch.float64)
@@ -445,7 +431,8 @@ def generate_answer(
     includes the end-of-turn token when the model stopped by itself.
     """
     if max_new_tokens < 1:
-        raise UserError(f"--generate must be at least 1, got {max_new_tokens}")
+        raise UserError(f"the answer length must be at least 1 token, got {max_new_tokens}")
+    check_sampling(temperature)
     prompt_ids = chat_prompt_ids(tokenizer, prompt)
     check_context(model, len(prompt_ids) + max_new_tokens)
     torch.manual_seed(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokensieve.cli import parse_budget
+from tokensieve.kv.cli import parse_budget
 
 
 @pytest.mark.parametrize("policy", ["keyformer", "h2o", "streaming", "full"])

@@ -38,8 +38,9 @@ def test_train_transplant_and_evaluate(cli, tiny_dir, tmp_path, corpus):
 def test_bad_input(cli, tiny_dir, tmp_path, corpus):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{")
-    taken = tmp_path / "taken"
+    taken = tmp_path / "taken"  # a directory that holds something (an empty one is used)
     taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
     encoder = tmp_path / "encoder"  # no causal LM head for T5
     T5Model(T5Config(vocab_size=320, d_model=16, d_kv=8, d_ff=32, num_layers=1,
                      num_heads=2)).save_pretrained(encoder)  # fmt: skip
@@ -54,7 +55,7 @@ def test_bad_input(cli, tiny_dir, tmp_path, corpus):
         ([*base, "--tokenizer", tmp_path / "missing", "--out", tmp_path / "o"], "no tokenizer"),
         ([*base, "--tokenizer", bad_json, "--out", tmp_path / "o"], "could not read a tokenizer"),
         ([*base, "--tokenizer", tiny_dir, "--out", taken], "exists"),
-        ([*base, "--tokenizer", tiny_dir, "--out", tiny_dir, "--force"], "the input model"),
+        ([*base, "--tokenizer", tiny_dir, "--out", tiny_dir, "--force"], "is the input"),
         (
             [
                 "vocab",

@@ -78,7 +78,7 @@ def test_cli_writes_a_loadable_model_and_never_touches_the_input(cli, tiny_dir, 
                        original.model.layers[0].mlp.up_proj.weight)  # fmt: skip
     cases = [
         (["--out", out], "exists"),
-        (["--out", tiny_dir, "--force"], "the input model"),
+        (["--out", tiny_dir, "--force"], "is the input"),
         (["--out", tmp_path / "o", "--steps", "-1"], "steps >= 0"),
         (["--out", tmp_path / "o", "--eval-every", "-1"], "eval every >= 0"),
         (["--out", tmp_path / "o", "--length", "1000"], "longer than the model's context"),

@@ -1,8 +1,6 @@
 """Shared metrics: KV-cache fidelity, passkey retrieval, bits per byte."""
 
-from tokensieve.evaluate.bits_per_byte import BitsPerByte, bits_per_byte
-from tokensieve.evaluate.kv_fidelity import FidelityResult, kv_fidelity, teacher_forced_logits
-from tokensieve.evaluate.passkey import PasskeyCase, make_passkey_case, passkey_accuracy
+from tokensieve.lazy import lazy_exports
 
 __all__ = [
     "BitsPerByte",
@@ -14,3 +12,14 @@ __all__ = [
     "passkey_accuracy",
     "teacher_forced_logits",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.evaluate.bits_per_byte": ["BitsPerByte", "bits_per_byte"],
+        "tokensieve.evaluate.kv_fidelity": [
+            "FidelityResult", "kv_fidelity", "teacher_forced_logits",
+        ],
+        "tokensieve.evaluate.passkey": ["PasskeyCase", "make_passkey_case", "passkey_accuracy"],
+    },
+)  # fmt: skip

@@ -1,11 +1,6 @@
 """Controlled generation: constraints, token samplers (masking, AWRS) and SMC."""
 
-from tokensieve.generate.api import generate
-from tokensieve.generate.constraints import Constraint, PredicateConstraint, RegexConstraint
-from tokensieve.generate.grammar import LLGuidanceConstraint
-from tokensieve.generate.language_model import TokenLM
-from tokensieve.generate.smc import GenerationResult, run_smc
-from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler, TokenSampler
+from tokensieve.lazy import lazy_exports
 
 __all__ = [
     "AWRSSampler",
@@ -20,3 +15,17 @@ __all__ = [
     "generate",
     "run_smc",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.generate.api": ["generate"],
+        "tokensieve.generate.constraints": [
+            "Constraint", "PredicateConstraint", "RegexConstraint",
+        ],
+        "tokensieve.generate.grammar": ["LLGuidanceConstraint"],
+        "tokensieve.generate.language_model": ["TokenLM"],
+        "tokensieve.generate.smc": ["GenerationResult", "run_smc"],
+        "tokensieve.generate.token_samplers": ["AWRSSampler", "MaskingSampler", "TokenSampler"],
+    },
+)  # fmt: skip

@@ -40,6 +40,8 @@ def generate(
 ) -> GenerationResult:
     """Sample completions of `prompt` that satisfy `constraint`.
 
+    `max_tokens` counts the answer's tokens; the end-of-turn token that closes it is
+    not counted (SMC gets one step more, in which only an ending may be drawn).
     `method`: ``masking`` (check every token; exact locally constrained decoding),
     ``awrs`` (adaptive weighted rejection sampling; same local distribution, few
     checks), ``smc`` (AWRS proposals with resampling, default 5 particles; corrects
@@ -51,9 +53,9 @@ def generate(
     if particles is None:
         particles = 5 if method == "smc" else 1
     if particles < 1:
-        raise UserError(f"--particles must be at least 1, got {particles}")
+        raise UserError(f"particles must be at least 1, got {particles}")
     if max_tokens < 1:
-        raise UserError(f"--max-tokens must be at least 1, got {max_tokens}")
+        raise UserError(f"max_tokens must be at least 1, got {max_tokens}")
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
     lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt, chat))
@@ -63,7 +65,7 @@ def generate(
         constraint,
         sampler,
         particles=particles,
-        max_tokens=max_tokens,
+        max_tokens=max_tokens + 1,
         ess_threshold=ess_threshold,
         resample=method == "smc",
         seed=seed,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import lru_cache
@@ -172,14 +174,18 @@ class PredicateConstraint(Constraint):
 
     @classmethod
     def from_spec(cls, spec: str) -> PredicateConstraint:
-        """Load ``module:function`` (the module must be importable)."""
+        """Load ``module:function``; the module is looked for in the current directory
+        first (as ``python -m`` does), then wherever Python finds modules."""
         module_name, _, attribute = spec.partition(":")
         if not module_name or not attribute:
             raise UserError(f"a predicate is given as module:function, got {spec!r}")
+        sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
             raise UserError(f"cannot import {module_name!r}: {exc}") from None
+        finally:
+            sys.path.remove(os.getcwd())
         function = getattr(module, attribute, None)
         if not callable(function):
             raise UserError(f"{module_name!r} has no function {attribute!r}")

@@ -1,29 +1,12 @@
 """KV-cache key-token compression: one cache, one small policy per paper."""
 
-from tokensieve.kv.cache import CompressedCache, CompressedLayer, compression
-from tokensieve.kv.policies import (
-    POLICIES,
-    FullPolicy,
-    H2OPolicy,
-    KeyformerPolicy,
-    RandomPolicy,
-    SirLLMPolicy,
-    SnapKVPolicy,
-    StreamingPolicy,
-    TidalDecodePolicy,
-    TokenSelectPolicy,
-    TOVAPolicy,
-)
-from tokensieve.kv.policy import KVPolicy
+from tokensieve.kv.policies import POLICIES
+from tokensieve.lazy import lazy_exports
 
 
-def make_policy(name: str, **options) -> KVPolicy:
+def make_policy(name: str, **options):
     """A policy by its CLI name (``keyformer``, ``h2o``, ...) with its options."""
-    from tokensieve.errors import UserError
-
-    if name not in POLICIES:
-        raise UserError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
-    return POLICIES[name](**options)
+    return POLICIES.build(name, **options)
 
 
 __all__ = [
@@ -44,3 +27,16 @@ __all__ = [
     "compression",
     "make_policy",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.kv.cache": ["CompressedCache", "CompressedLayer", "compression"],
+        "tokensieve.kv.policy": ["KVPolicy"],
+        "tokensieve.kv.policies": [
+            "FullPolicy", "H2OPolicy", "KeyformerPolicy", "RandomPolicy", "SirLLMPolicy",
+            "SnapKVPolicy", "StreamingPolicy", "TOVAPolicy", "TidalDecodePolicy",
+            "TokenSelectPolicy",
+        ],
+    },
+)  # fmt: skip

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
-import json
+import re
 from importlib import resources
 
+from tokensieve.outputs import json_text
 from tokensieve.signals import TokenSignals
 
 _PAGE = (resources.files("tokensieve.report") / "template.html").read_text(encoding="utf-8")
@@ -53,7 +54,7 @@ def render_html(
         if signals.prompt
         else ""
     )
-    data = json.dumps(signals.to_dict(), ensure_ascii=False).replace("</", "<\\/")
+    data = script_json(signals.to_dict())
     mode = "the model's answer" if signals.meta.get("mode") == "answer" else "a text"
     replacements = {
         "__TITLE__": html.escape(signals.model),
@@ -68,7 +69,17 @@ def render_html(
         "__PLOTS__": images,
         "__DATA__": data,
     }
-    page = _PAGE
-    for key, value in replacements.items():
-        page = page.replace(key, value)
-    return page
+    # One pass: text put into one placeholder is never searched for the next one.
+    return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _PAGE)
+
+
+# Inside <script> an HTML parser looks only for "</script" and "<!--", but escaping every
+# <, > and & (and the two line separators old JavaScript refused) is simplest to trust.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                   "\u2028": "\\u2028", "\u2029": "\\u2029"}  # fmt: skip
+
+
+def script_json(value) -> str:
+    """`value` as JSON that is safe inside a ``<script>`` element, whatever its strings hold."""
+    text = json_text(value, indent=None)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_ESCAPES[m.group(0)], text)

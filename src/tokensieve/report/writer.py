@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokensieve.outputs import fresh_directory, write_atomic
+from tokensieve.outputs import write_directory
 from tokensieve.report.html import render_html
 from tokensieve.report.plots import entropy_histogram, forking_word_bars
 from tokensieve.signals import TokenSignals, summarize
@@ -21,7 +21,8 @@ def write_inspect_report(
     """Write report.html, signals.json, signals.csv and PNG plots into a new directory.
 
     `out` is used when missing or empty, otherwise a fresh ``out-N`` sibling, so an
-    earlier report is never overwritten. Returns ``(directory, summary)``.
+    earlier report is never overwritten; the files appear together (staged, renamed).
+    Returns ``(directory, summary)``.
     """
     if signals.forking is None:
         signals = signals.with_forking(rho)
@@ -31,11 +32,7 @@ def write_inspect_report(
         "forking-tokens.png": forking_word_bars(signals, rho),
         **(extra_plots or {}),
     }
-    directory = fresh_directory(out)
-    for name, png in plots.items():
-        write_atomic(directory / name, png)
-    write_atomic(directory / "signals.json", signals.to_json())
-    write_atomic(directory / "signals.csv", signals.to_csv())
     page = render_html(signals, signal=signal, rho=rho, summary=summary, plots=plots)
-    write_atomic(directory / "report.html", page)
-    return directory, summary
+    files = {**plots, "signals.json": signals.to_json(), "signals.csv": signals.to_csv(),
+             "report.html": page}  # fmt: skip
+    return write_directory(out, files), summary

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tokensieve.commandline import Parser
 from tokensieve.errors import UserError
+from tokensieve.rl import MASKS
+from tokensieve.rl.tasks import TASKS
 
 
 def cmd_train(args) -> int:
@@ -29,10 +32,9 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from tokensieve.models import load_model
-    from tokensieve.rl.run import test_accuracy
+    from tokensieve.rl.run import check_evaluation, test_accuracy
 
-    if args.problems < 1:
-        raise UserError("--problems must be at least 1")
+    check_evaluation(args.problems, args.max_new_tokens, args.temperature, args.top_p)
     model, tokenizer = load_model(args.model)
     accuracy, _ = test_accuracy(
         model, tokenizer, args.task, args.problems, args.max_new_tokens, args.temperature,
@@ -45,12 +47,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tokensieve.outputs import fresh_directory, write_atomic
+    from tokensieve.models import cache_root
+    from tokensieve.outputs import check_output, write_directory
     from tokensieve.rl import plots
     from tokensieve.rl.run import read_config, read_metrics
 
     if args.problems < 1:
         raise UserError("--problems must be at least 1")
+    check_output(args.out, [*args.runs, cache_root()])
     runs = {Path(r).name: read_metrics(Path(r)) for r in args.runs}
     if len(runs) != len(args.runs):
         raise UserError("run directories must have distinct names")
@@ -62,11 +66,8 @@ def cmd_compare(args) -> int:
         figures["rl-entropy-histogram.png"] = plots.entropy_histograms(analysis)
         figures["rl-forks.png"] = plots.forks(analysis)
         summary["forking"] = analysis.summary()
-    directory = fresh_directory(args.out)
-    for filename, png in figures.items():
-        write_atomic(directory / filename, png)
     text = json.dumps(summary, indent=1, ensure_ascii=False) + "\n"
-    write_atomic(directory / "summary.json", text)
+    directory = write_directory(args.out, {**figures, "summary.json": text})
     for name, last in summary["runs"].items():
         print(f"{name:>20}  " + "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
     for name, row in summary.get("forking", {}).items():
@@ -101,15 +102,12 @@ def _analyse(args, configs, finals):
                    max_new_tokens=configs[0].max_new_tokens, progress=not args.quiet)  # fmt: skip
 
 
-def register(commands, parser_class) -> None:
-    from tokensieve.rl.run import TRAINER_MASKS
-    from tokensieve.rl.tasks import TASKS
-
+def register(commands) -> None:
     rl = commands.add_parser("rl", help="RL with verifiable rewards on the forking tokens")
-    sub = rl.add_subparsers(dest="rl_command", required=True, parser_class=parser_class)
+    sub = rl.add_subparsers(dest="rl_command", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="GRPO (TRL) with the policy gradient on selected tokens")
     t.add_argument("--task", required=True, help=f"one of {', '.join(sorted(TASKS))}")
-    t.add_argument("--mask", default="top-entropy", help=f"one of {', '.join(TRAINER_MASKS)}")
+    t.add_argument("--mask", default="top-entropy", help=f"one of {', '.join(MASKS)}")
     t.add_argument("--rho", type=float, default=0.2, help="share of tokens selected")
     t.add_argument("--steps", type=int, default=200)
     t.add_argument("--out", required=True, help="run directory (resumed if it holds the run)")

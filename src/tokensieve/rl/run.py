@@ -1,24 +1,33 @@
 """A training run on disk: configuration, checkpoints, metrics as JSON lines; resumable.
 
-``<out>/run.json`` fixes the configuration when a run starts; running again with the
-same directory resumes from the last checkpoint TRL saved (``checkpoint-N``, with the
-optimiser, scheduler and RNG states) and refuses a different configuration. Metrics
-TRL logs each step go to ``<out>/metrics.jsonl``; lines written after the checkpoint a
-run resumes from are dropped first, so an interruption loses nothing and repeats
-nothing. The final model is saved to ``<out>/final``.
+``<out>/run.json`` fixes the configuration when a run starts (written only once the
+configuration is valid); a directory is a run's because it holds run.json, and no other
+non-empty directory is adopted. Running again with the same directory resumes from the
+newest *complete* checkpoint (``checkpoint-N`` with the optimiser, scheduler and RNG
+states) and refuses a different configuration. TRL writes a checkpoint in place; when it
+is done, a callback marks it complete (``tokensieve-complete.json``, written atomically),
+so a kill during a save leaves an unmarked directory that the next run removes and
+never resumes from. Metrics TRL logs each step go to ``<out>/metrics.jsonl``; lines
+written after the checkpoint a run resumes from are dropped first (and a line cut by a
+kill is skipped), so an interruption loses nothing and repeats nothing. The final model
+is staged and renamed to ``<out>/final``; a run that has it is finished, and running it
+again changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tokensieve.errors import UserError
-from tokensieve.outputs import write_atomic
+from tokensieve.errors import UserError, check_sampling, first_line
+from tokensieve.outputs import check_output, write_atomic
+from tokensieve.rl import MASKS
 from tokensieve.rl.rollouts import require_chat_template
 from tokensieve.rl.tasks import get_task
-from tokensieve.rl.token_masks import MASKS
 
 TRAINER_MASKS = tuple(MASKS)
 
@@ -66,10 +75,13 @@ class RunConfig:
             raise UserError("TRL's own trainer trains on every token: use it with --mask all")
         if self.eval_every < 0:
             raise UserError("eval-every must be 0 (never) or more")
-        if not 0.0 < self.top_p <= 1.0:
-            raise UserError(f"top-p must be in (0, 1], got {self.top_p}")
+        check_sampling(self.temperature, self.top_p)
         if self.temperature <= 0:
             raise UserError("temperature must be positive (GRPO samples)")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise UserError(f"learning-rate must be a positive number, got {self.learning_rate}")
+        if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
+            raise UserError(f"epsilon-high must be a number ≥ 0, got {self.epsilon_high}")
         if self.group_size < 2:
             raise UserError("group-size must be at least 2 (GRPO compares completions)")
 
@@ -80,14 +92,24 @@ class RunConfig:
         return cls() if self.mask == "all" else cls(rho=self.rho)
 
 
-def check_config(out: Path, config: RunConfig) -> None:
-    """Write run.json for a new run; for an existing one, refuse a different config."""
+def check_config(out: Path, config: RunConfig) -> bool:
+    """Start a run in `out` or recognise the one there; True when it already finished.
+
+    A missing or empty directory gets run.json; a directory with run.json must hold the
+    same configuration; any other directory is the user's and is refused."""
     path = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a run directory")
     if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise UserError(
+                f"{out} holds files but no run.json, so it is not a tokensieve rl run; "
+                "choose a new --out"
+            )
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(asdict(config), indent=1) + "\n")
-        return
-    saved = json.loads(path.read_text())
+        return False
+    saved = _read_json(path)
     changed = [
         f"{f.name} {saved.get(f.name)!r} → {getattr(config, f.name)!r}"
         for f in fields(config)
@@ -98,6 +120,32 @@ def check_config(out: Path, config: RunConfig) -> None:
             f"{out} holds a run with a different configuration ({'; '.join(changed)}); "
             "resume it with the same options or choose a new --out"
         )
+    return (out / "final").is_dir()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is not a tokensieve run file")
+    return value
+
+
+def last_complete_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint marked complete; unmarked ones (a save cut by a kill) are
+    removed, as they are this run's own half-written files."""
+    found = []
+    for directory in out.glob("checkpoint-*"):
+        step = directory.name.removeprefix("checkpoint-")
+        if not (directory.is_dir() and step.isdigit()):
+            continue
+        if (directory / "tokensieve-complete.json").is_file():  # see rl/callbacks.py
+            found.append((int(step), directory))
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    return max(found)[1] if found else None
 
 
 def trim_metrics(path: Path, step: int) -> None:
@@ -118,7 +166,7 @@ def read_config(out: Path) -> RunConfig:
     path = Path(out) / "run.json"
     if not path.is_file():
         raise UserError(f"{out} has no run.json: not a tokensieve rl run")
-    saved = json.loads(path.read_text())
+    saved = _read_json(path)
     return RunConfig(**{f.name: saved[f.name] for f in fields(RunConfig) if f.name in saved})
 
 
@@ -126,25 +174,79 @@ def read_metrics(out: Path) -> list[dict]:
     path = Path(out) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{out} has no metrics.jsonl: not a tokensieve rl run")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
-    """Train (or resume) the run in `out`; returns the final model's directory."""
-    import datasets
-    import torch
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOConfig, GRPOTrainer
+    """Train (or resume) the run in `out`; returns the final model's directory.
 
-    from tokensieve.models import load_model
-    from tokensieve.rl.trainer import ForkingTokenGRPOTrainer
+    A finished run (one with ``final/``) is returned as it is, without training again."""
+    from tokensieve.models import cache_root, load_model
 
     config.validate()
-    out = Path(out)
-    check_config(out, config)
+    out = check_output(out, [config.model, cache_root()])
+    args = _grpo_args(config, out, progress)  # TRL's own checks, before run.json is written
+    if check_config(out, config):
+        return out / "final"
     model, tokenizer = load_model(config.model)
     require_chat_template(tokenizer)
+    trainer = _trainer(config, out, args, model, tokenizer)
+    last = last_complete_checkpoint(out)
+    metrics = out / "metrics.jsonl"
+    if last is not None:
+        trim_metrics(metrics, int(last.name.split("-")[-1]))
+    else:
+        metrics.unlink(missing_ok=True)
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    return _save_final(trainer, tokenizer, out)
+
+
+def _grpo_args(config: RunConfig, out: Path, progress: bool):
+    import torch
+    from trl import GRPOConfig
+
+    try:
+        return GRPOConfig(
+            output_dir=str(out),
+            max_steps=config.steps,
+            per_device_train_batch_size=config.group_size * config.prompts_per_step,
+            num_generations=config.group_size,
+            max_completion_length=config.max_new_tokens,
+            learning_rate=config.learning_rate,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            epsilon_high=config.epsilon_high,
+            logging_steps=1,
+            save_strategy="steps",
+            save_steps=config.save_every,
+            save_total_limit=2,
+            report_to="none",
+            use_cpu=not torch.cuda.is_available(),
+            bf16=False,
+            seed=config.seed,
+            disable_tqdm=not progress,
+        )
+    except ValueError as exc:  # TRL's and transformers' own checks of the values
+        raise UserError(f"TRL refuses this configuration: {first_line(exc)}") from None
+
+
+def _trainer(config: RunConfig, out: Path, args, model, tokenizer):
+    """TRL's trainer (or ours) with the task's reward, our metrics log and markers."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    from tokensieve.rl.callbacks import MarkComplete, MetricsLog, TestAccuracy
+    from tokensieve.rl.trainer import ForkingTokenGRPOTrainer
+
     task = get_task(config.task)
     count = config.steps * config.prompts_per_step
     problems = [task.problem("train", i) for i in range(count)]
@@ -160,67 +262,11 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
         return [task.reward(t, problems[i]) for t, i in zip(texts, index, strict=True)]
 
     correct.__name__ = f"{config.task}_correct"
-    metrics_path = out / "metrics.jsonl"
-
-    def append(record: dict) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    class MetricsLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and state.is_world_process_zero:
-                append({"step": state.global_step, **logs})
-
-    class TestAccuracy(TrainerCallback):
-        """Test accuracy at step 0, every `eval_every` steps and at the end, generated by
-        process 0 alone (fine for one process or DDP; with ZeRO-3's sharded weights, evaluate
-        the saved checkpoints with `rl eval` instead)."""
-
-        def evaluate(self, state, model) -> None:
-            if not state.is_world_process_zero:
-                return
-            model.eval()
-            accuracy, _ = test_accuracy(
-                model, tokenizer, config.task, config.eval_problems, config.max_new_tokens,
-                config.temperature, seed=config.seed, top_p=config.top_p, progress=False,
-            )  # fmt: skip
-            model.train()
-            append({"step": state.global_step, "test_accuracy": accuracy})
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if state.global_step == 0:
-                self.evaluate(state, model)
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            step = state.global_step
-            if step % config.eval_every == 0 or step == state.max_steps:
-                self.evaluate(state, model)
-
-    args = GRPOConfig(
-        output_dir=str(out),
-        max_steps=config.steps,
-        per_device_train_batch_size=config.group_size * config.prompts_per_step,
-        num_generations=config.group_size,
-        max_completion_length=config.max_new_tokens,
-        learning_rate=config.learning_rate,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        epsilon_high=config.epsilon_high,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=config.save_every,
-        save_total_limit=2,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        seed=config.seed,
-        disable_tqdm=not progress,
-    )
-    common = dict(
-        model=model, reward_funcs=correct, args=args, train_dataset=data,
-        processing_class=tokenizer,
-        callbacks=[MetricsLog()] + ([TestAccuracy()] if config.eval_every else []),
-    )  # fmt: skip
+    callbacks = [MetricsLog(out / "metrics.jsonl"), MarkComplete()]
+    if config.eval_every:
+        callbacks.append(TestAccuracy(config, tokenizer, out / "metrics.jsonl"))
+    common = dict(model=model, reward_funcs=correct, args=args, train_dataset=data,
+                  processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
     if config.implementation == "trl":
         trainer = GRPOTrainer(**common)
     else:
@@ -228,16 +274,29 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
             **common, token_mask=config.token_mask(), seed=config.seed,
             normalize=config.normalize,
         )  # fmt: skip
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last is not None:
-        trim_metrics(metrics_path, int(Path(last).name.split("-")[-1]))
-    else:
-        metrics_path.unlink(missing_ok=True)
-    trainer.train(resume_from_checkpoint=last)
-    final = out / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(final)
+    if args.disable_tqdm:  # quiet: without a progress bar, TRL would print every log line
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _save_final(trainer, tokenizer, out: Path) -> Path:
+    """Every process saves (ZeRO-3 gathers the weights); process 0 renames when complete."""
+    final, staging = out / "final", out / ".final.staging"
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, final)
+    trainer.accelerator.wait_for_everyone()
     return final
+
+
+def check_evaluation(problems: int, max_new_tokens: int, temperature: float, top_p: float):
+    """An evaluation's options, checked before any model loads."""
+    if problems < 1:
+        raise UserError(f"problems must be at least 1, got {problems}")
+    if max_new_tokens < 1:
+        raise UserError(f"max-new-tokens must be at least 1, got {max_new_tokens}")
+    check_sampling(temperature, top_p)
 
 
 def test_accuracy(
@@ -256,6 +315,7 @@ def test_accuracy(
     `temperature` and `top_p`, greedy at 0), and the completions."""
     from tokensieve.rl.rollouts import complete
 
+    check_evaluation(problems, max_new_tokens, temperature, top_p)
     task = get_task(task_name)
     items = [task.problem("test", i) for i in range(problems)]
     pairs = complete(

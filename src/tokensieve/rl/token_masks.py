@@ -160,13 +160,3 @@ class KLCov(TokenMask):
         penalty = torch.zeros(valid.numel(), dtype=torch.bool)
         penalty[top] = True
         return TokenSelection(valid.clone(), penalty.reshape(valid.shape))
-
-
-MASKS = {
-    "all": AllTokens,
-    "top-entropy": TopEntropy,
-    "bottom-entropy": BottomEntropy,
-    "random": RandomTokens,
-    "clip-cov": ClipCov,
-    "kl-cov": KLCov,
-}

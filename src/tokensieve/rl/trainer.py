@@ -22,6 +22,8 @@ as the paper's verl code does, so a 20% mask also shrinks the gradient);
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
@@ -48,8 +50,11 @@ class ForkingTokenGRPOTrainer(GRPOTrainer):
         config = kwargs.get("args")
         if not isinstance(config, GRPOConfig):
             raise UserError("pass a trl.GRPOConfig as args=")
-        # Any value below 1 makes TRL ask get_high_entropy_mask for its token mask.
+        # Any value below 1 makes TRL ask get_high_entropy_mask for its token mask; set on
+        # a copy, so the caller's configuration is left as it was given.
+        config = copy.copy(config)
         config.top_entropy_quantile = 0.5
+        kwargs["args"] = config
         self.mask_generator = torch.Generator().manual_seed(seed)
         self._loss_inputs: dict | None = None
         self._loss_log_probs: torch.Tensor | None = None

@@ -1,18 +1,21 @@
 """Tokenizer transplantation: give a pretrained model a new vocabulary without retraining."""
 
-from tokensieve.vocab.initializers import (
-    METHODS,
-    Initializer,
-    MeanInit,
-    Plan,
-    RandomInit,
-    make_initializer,
+from tokensieve.lazy import lazy_exports
+from tokensieve.registry import Registry
+
+INITIALIZERS = Registry(
+    "method",
+    {
+        "tokenadapt": "tokensieve.vocab.tokenadapt:TokenAdaptInit",
+        "mean": "tokensieve.vocab.initializers:MeanInit",
+        "random": "tokensieve.vocab.initializers:RandomInit",
+        "omp": "tokensieve.vocab.omp:OMPInit",
+    },
 )
-from tokensieve.vocab.omp import OMPInit
-from tokensieve.vocab.tokenadapt import TokenAdaptInit
-from tokensieve.vocab.transplant import transplant
+METHODS = tuple(INITIALIZERS)
 
 __all__ = [
+    "INITIALIZERS",
     "METHODS",
     "Initializer",
     "MeanInit",
@@ -23,3 +26,15 @@ __all__ = [
     "make_initializer",
     "transplant",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.vocab.initializers": [
+            "Initializer", "MeanInit", "Plan", "RandomInit", "make_initializer",
+        ],
+        "tokensieve.vocab.omp": ["OMPInit"],
+        "tokensieve.vocab.tokenadapt": ["TokenAdaptInit"],
+        "tokensieve.vocab.transplant": ["transplant"],
+    },
+)  # fmt: skip

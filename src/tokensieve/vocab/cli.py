@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from tokensieve.commandline import Parser, read_text_file
 from tokensieve.errors import UserError
+from tokensieve.vocab import METHODS
 
 
 def _texts(files: list[str]) -> list[str]:
-    from tokensieve.cli import _read_file
-
-    texts = [_read_file(name) for name in files]
+    texts = [read_text_file(name) for name in files]
     if not any(t.strip() for t in texts):
         raise UserError("the given files hold no text")
     return texts
@@ -20,12 +19,12 @@ def _texts(files: list[str]) -> list[str]:
 def cmd_transplant(args) -> int:
     from tokensieve.models import load_model, load_tokenizer
     from tokensieve.vocab import transplant
+    from tokensieve.vocab.transplant import check_model_output, save_model
 
     if args.tokenizer is None and args.donor is None:
         raise UserError("give --tokenizer (or --donor, whose tokenizer is then used)")
-    out = Path(args.out)
-    if out.exists() and not args.force:  # before the slow part
-        raise UserError(f"{out} exists; choose a new --out or pass --force")
+    given = [args.model, args.tokenizer, args.donor]
+    out = check_model_output(args.out, [], args.force, extra=given)  # before the slow part
     new_tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     donor_rows = None
     if args.donor:
@@ -38,6 +37,7 @@ def cmd_transplant(args) -> int:
                 f"{len(new_tokenizer)} tokens: they do not belong together"
             )
     model, old_tokenizer = load_model(args.model)
+    out = check_model_output(out, [model, old_tokenizer, new_tokenizer], args.force, extra=given)
     options = {
         "space": args.aux,
         "temperature": args.temperature,
@@ -46,25 +46,28 @@ def cmd_transplant(args) -> int:
         "k": args.k,
         "donor_rows": donor_rows,
     }
-    transplant(model, old_tokenizer, new_tokenizer, args.method, out=out, force=args.force,
-               seed=args.seed, **options)  # fmt: skip
+    new = transplant(model, old_tokenizer, new_tokenizer, args.method, seed=args.seed,
+                     **options)  # fmt: skip
+    save_model(new, new_tokenizer, out, replace=args.force)
     print(f"{args.method}: {len(old_tokenizer)} → {len(new_tokenizer)} tokens, written to {out}")
     return 0
 
 
 def cmd_train_tokenizer(args) -> int:
-    from tokensieve.models import load_model
-    from tokensieve.outputs import fresh_directory
+    from tokensieve.models import cache_root, load_model
+    from tokensieve.outputs import check_output, new_directory
     from tokensieve.vocab.train_tokenizer import bytes_per_token, train_tokenizer
 
+    given = [*args.corpus, *(args.held_out or []), args.base_model, cache_root()]
+    check_output(args.out, given)
     texts = _texts(args.corpus)
+    held = _texts(args.held_out) if args.held_out else texts
     _, base = load_model(args.base_model)
     tokenizer = train_tokenizer(
         texts, args.vocab_size, supertokens=args.supertokens, base_tokenizer=base, seed=args.seed
     )
-    directory = fresh_directory(args.out)
-    tokenizer.save_pretrained(directory)
-    held = _texts(args.held_out) if args.held_out else texts
+    with new_directory(args.out) as (staging, directory):
+        tokenizer.save_pretrained(staging)
     kind = "supertoken BPE" if args.supertokens else "BPE"
     print(f"{kind} with {len(tokenizer)} tokens written to {directory}")
     print(f"bytes per token{' (held-out)' if args.held_out else ''}:")
@@ -98,16 +101,16 @@ def cmd_finetune(args) -> int:
 
     from tokensieve.evaluate import bits_per_byte
     from tokensieve.models import load_model
-    from tokensieve.vocab.finetune import finetune_embeddings
-    from tokensieve.vocab.transplant import check_output, save_model
+    from tokensieve.vocab.finetune import check_options, finetune_embeddings
+    from tokensieve.vocab.transplant import check_model_output, save_model
 
-    out = Path(args.out)
-    if out.exists() and not args.force:  # before the slow part
-        raise UserError(f"{out} exists; choose a new --out or pass --force")
+    check_options(args.steps, args.batch_size, args.length, args.lr, args.eval_every)
+    given = [args.model, *args.file, *(args.held_out or [])]
+    out = check_model_output(args.out, [], args.force, extra=given)  # before the slow part
     texts = _texts(args.file)
     held = _texts(args.held_out) if args.held_out else None
     model, tokenizer = load_model(args.model)
-    check_output(out, model, args.force)
+    out = check_model_output(out, [model, tokenizer], args.force)
     torch.manual_seed(args.seed)  # dropout, where a model has any
 
     def evaluate(m) -> float:
@@ -119,7 +122,7 @@ def cmd_finetune(args) -> int:
         evaluate=evaluate if held else None, eval_every=args.eval_every,
         progress=not args.quiet,
     )  # fmt: skip
-    save_model(model, tokenizer, out)
+    save_model(model, tokenizer, out, replace=args.force)
     for step, value in log.evaluations:
         print(f"step {step:>5}  held-out {value:.4f} bits/byte")
     last = f"{log.losses[-1]:.3f}" if log.losses else "n/a"
@@ -127,11 +130,9 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def register(commands, parser_class) -> None:
-    from tokensieve.vocab import METHODS
-
+def register(commands) -> None:
     vocab = commands.add_parser("vocab", help="give a model a new tokenizer; supertokens")
-    sub = vocab.add_subparsers(dest="vocab_command", required=True, parser_class=parser_class)
+    sub = vocab.add_subparsers(dest="vocab_command", required=True, parser_class=Parser)
     t = sub.add_parser("transplant", help="write the model with a new tokenizer's vocabulary")
     t.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
     t.add_argument("--tokenizer", help="directory, tokenizer.json or .gguf of the new tokenizer")

@@ -9,6 +9,7 @@ better start should need fewer steps to reach the same loss.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,14 @@ def training_windows(tokenizer, texts: list[str], length: int) -> torch.Tensor:
     return torch.tensor(ids[: count * length]).view(count, length)
 
 
+def check_options(steps: int, batch_size: int, length: int, lr: float, eval_every: int) -> None:
+    """The fine-tune's options, checked before anything slow."""
+    if steps < 0 or batch_size < 1 or length < 2 or eval_every < 0:
+        raise UserError("need steps >= 0, batch size >= 1, window length >= 2, eval every >= 0")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"the learning rate must be a positive number, got {lr}")
+
+
 def finetune_embeddings(
     model,
     tokenizer,
@@ -73,8 +82,7 @@ def finetune_embeddings(
     `evaluate(model)` runs before the first step, every `eval_every` steps and after the
     last. Every other parameter keeps its values and its ``requires_grad`` flag.
     """
-    if steps < 0 or batch_size < 1 or length < 2 or eval_every < 0:
-        raise UserError("need steps >= 0, batch size >= 1, window length >= 2, eval every >= 0")
+    check_options(steps, batch_size, length, lr, eval_every)
     context = getattr(model.config, "max_position_embeddings", None)
     if context is not None and length > context:
         raise UserError(f"a window of {length} tokens is longer than the model's context "

@@ -166,18 +166,13 @@ class RandomInit(Initializer):
 
 
 def make_initializer(method: str, **options) -> Initializer:
-    """An initialiser by its CLI name, with the options it understands."""
+    """An initialiser by its CLI name. `options` may hold every method's options (the
+    CLI passes them all): those this method does not take, and ``None``, are dropped."""
     import inspect
 
-    from tokensieve.errors import UserError
-    from tokensieve.vocab.omp import OMPInit
-    from tokensieve.vocab.tokenadapt import TokenAdaptInit
+    from tokensieve.vocab import INITIALIZERS
 
-    kinds = {"tokenadapt": TokenAdaptInit, "mean": MeanInit, "random": RandomInit, "omp": OMPInit}
-    if method not in kinds:
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(kinds)}")
-    accepted = inspect.signature(kinds[method]).parameters
-    return kinds[method](**{k: v for k, v in options.items() if k in accepted and v is not None})
-
-
-METHODS = ("tokenadapt", "mean", "random", "omp")
+    accepted = inspect.signature(INITIALIZERS.load(method)).parameters
+    return INITIALIZERS.build(
+        method, **{k: v for k, v in options.items() if k in accepted and v is not None}
+    )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from tokensieve.errors import UserError
+from tokensieve.outputs import check_output, pause_point, staged_directory
 from tokensieve.vocab.initializers import make_initializer
 
 
@@ -30,7 +29,8 @@ def transplant(
     `method` is ``tokenadapt``, ``mean``, ``random`` or ``omp``; `options` go to its
     initialiser (e.g. ``space``, ``temperature``, ``k``, ``donor_rows``). Tied
     embeddings stay tied; an untied output head gets its rows from the same plan (the
-    same mixing weights) applied to the old head. `out` must not exist (unless `force`) and is
+    same mixing weights) applied to the old head. `out` must not exist (unless `force`),
+    may not be, hold or lie inside the model's or the tokenizers' directories, and is
     written to a temporary sibling first, so an interrupted write leaves no half model.
     """
     initializer = make_initializer(method, seed=seed, **options)
@@ -44,7 +44,7 @@ def transplant(
             f"{rows_held} rows: the tokenizer does not belong to this model"
         )
     if out is not None:
-        check_output(Path(out), model, force)
+        out = check_model_output(out, [model, old_tokenizer, new_tokenizer], force)
     with torch.no_grad():
         embeddings = model.get_input_embeddings().weight
         plan = initializer.plan(old_tokenizer, new_tokenizer, embeddings)
@@ -63,35 +63,43 @@ def transplant(
         if getattr(new, "generation_config", None) is not None:
             setattr(new.generation_config, role, getattr(new_tokenizer, role))
     if out is not None:
-        save_model(new, new_tokenizer, Path(out))
+        save_model(new, new_tokenizer, out, replace=force)
     return new
 
 
-def check_output(out: Path, model, force: bool) -> None:
-    """Refuse an existing `out` (unless `force`) and, always, the input model's own directory."""
-    # load_model shortens name_or_path for display; the config keeps the real directory.
-    sources = {getattr(model, "name_or_path", ""), getattr(model.config, "_name_or_path", "")}
-    for source in filter(None, sources):
-        if Path(source).exists() and out.resolve() == Path(source).resolve():
-            raise UserError(f"refusing to write over the input model {source}")
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; choose a new --out or pass --force")
+def sources(*things) -> list[str]:
+    """The directories models and tokenizers were loaded from (the inputs to protect).
+
+    `load_model` shortens ``name_or_path`` for display; the config keeps the real one. A
+    tokenizer read from a ``.gguf`` file names the file's folder: that folder counts only
+    when it holds model or tokenizer files (the file itself is the caller's to protect)."""
+    found = []
+    for thing in things:
+        config = getattr(thing, "config", None)
+        for name in (getattr(thing, "name_or_path", ""), getattr(config, "_name_or_path", "")):
+            path = Path(name) if name else None
+            if path is not None and path.is_dir() and _holds_model_files(path):
+                found.append(name)
+    return found
 
 
-def save_model(model, tokenizer, out: Path) -> None:
-    """Save into a temporary sibling, then rename: an interruption leaves no half model."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+def _holds_model_files(directory: Path) -> bool:
+    names = ("config.json", "tokenizer.json", "tokenizer_config.json")
+    return any((directory / name).is_file() for name in names)
+
+
+def check_model_output(out, inputs, force: bool, extra=()) -> Path:
+    """`out` for a model directory: never an input's, existing only with `force`."""
+    from tokensieve.models import cache_root
+
+    protected = [*sources(*inputs), *extra, cache_root()]
+    return check_output(out, protected, existing="replace" if force else "refuse")
+
+
+def save_model(model, tokenizer, out: Path, *, replace: bool = False) -> None:
+    """Save into a temporary sibling, then rename: an interruption leaves no half model,
+    and a replaced directory stays intact until the new one is complete."""
+    with staged_directory(out, replace=replace) as staging:
         model.save_pretrained(staging)
+        pause_point("model-saved")
         tokenizer.save_pretrained(staging)
-        if out.exists():  # --force: swap, then remove the old one
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "model")
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -1,31 +1,26 @@
-"""One small `KVPolicy` subclass per method; `POLICIES` maps CLI names to classes."""
+"""One small `KVPolicy` subclass per method; `POLICIES` maps CLI names to classes.
 
-from tokensieve.kv.policies.full import FullPolicy
-from tokensieve.kv.policies.h2o import H2OPolicy
-from tokensieve.kv.policies.keyformer import KeyformerPolicy
-from tokensieve.kv.policies.random_eviction import RandomPolicy
-from tokensieve.kv.policies.sirllm import SirLLMPolicy
-from tokensieve.kv.policies.snapkv import SnapKVPolicy
-from tokensieve.kv.policies.streaming import StreamingPolicy
-from tokensieve.kv.policies.tidaldecode import TidalDecodePolicy
-from tokensieve.kv.policies.tokenselect import TokenSelectPolicy
-from tokensieve.kv.policies.tova import TOVAPolicy
+Adding a policy: its module here, and one line in `POLICIES`.
+"""
 
-POLICIES = {
-    policy.name: policy
-    for policy in (
-        FullPolicy,
-        StreamingPolicy,
-        H2OPolicy,
-        KeyformerPolicy,
-        SnapKVPolicy,
-        TOVAPolicy,
-        RandomPolicy,
-        SirLLMPolicy,
-        TokenSelectPolicy,
-        TidalDecodePolicy,
-    )
-}
+from tokensieve.lazy import lazy_exports
+from tokensieve.registry import Registry
+
+POLICIES = Registry(
+    "policy",
+    {
+        "full": "tokensieve.kv.policies.full:FullPolicy",
+        "streaming": "tokensieve.kv.policies.streaming:StreamingPolicy",
+        "h2o": "tokensieve.kv.policies.h2o:H2OPolicy",
+        "keyformer": "tokensieve.kv.policies.keyformer:KeyformerPolicy",
+        "snapkv": "tokensieve.kv.policies.snapkv:SnapKVPolicy",
+        "tova": "tokensieve.kv.policies.tova:TOVAPolicy",
+        "random": "tokensieve.kv.policies.random_eviction:RandomPolicy",
+        "sirllm": "tokensieve.kv.policies.sirllm:SirLLMPolicy",
+        "tokenselect": "tokensieve.kv.policies.tokenselect:TokenSelectPolicy",
+        "tidaldecode": "tokensieve.kv.policies.tidaldecode:TidalDecodePolicy",
+    },
+)
 
 __all__ = [
     "POLICIES",
@@ -40,3 +35,19 @@ __all__ = [
     "TidalDecodePolicy",
     "TokenSelectPolicy",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.kv.policies.full": ["FullPolicy"],
+        "tokensieve.kv.policies.h2o": ["H2OPolicy"],
+        "tokensieve.kv.policies.keyformer": ["KeyformerPolicy"],
+        "tokensieve.kv.policies.random_eviction": ["RandomPolicy"],
+        "tokensieve.kv.policies.sirllm": ["SirLLMPolicy"],
+        "tokensieve.kv.policies.snapkv": ["SnapKVPolicy"],
+        "tokensieve.kv.policies.streaming": ["StreamingPolicy"],
+        "tokensieve.kv.policies.tidaldecode": ["TidalDecodePolicy"],
+        "tokensieve.kv.policies.tokenselect": ["TokenSelectPolicy"],
+        "tokensieve.kv.policies.tova": ["TOVAPolicy"],
+    },
+)

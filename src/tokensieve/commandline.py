@@ -1,0 +1,76 @@
+"""What every capability's command line shares: one-line usage errors, reading a
+user's text files, the shared options, and quiet libraries.
+
+Imports nothing heavy: the parsers are built and checked before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from tokensieve.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(message)
+
+
+MODEL_HELP = "local HF model directory or .gguf file (default: the embedded SmolLM2-135M)"
+
+
+def add_common(parser: argparse.ArgumentParser, *names: str) -> None:
+    """The options many commands share, spelled and explained once: model, seed, quiet."""
+    if "model" in names:
+        parser.add_argument("--model", help=MODEL_HELP)
+    if "seed" in names:
+        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if "quiet" in names:
+        parser.add_argument("--quiet", action="store_true", help="no progress bars or logs")
+
+
+def read_text_file(name: str) -> str:
+    """A user's UTF-8 text file ('-' is standard input), or a one-line error."""
+    if name == "-":
+        data, shown = sys.stdin.buffer.read(), "standard input"
+    else:
+        path = Path(name)
+        if path.is_dir():
+            raise UserError(f"cannot read '{name}': it is a directory, not a text file")
+        if not path.exists():
+            raise UserError(f"cannot read '{name}': no such file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read '{name}': {exc.strerror or exc}") from None
+        shown = f"'{name}'"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{shown} is not UTF-8 text (byte {exc.start})") from None
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """transformers says only errors; with `quiet`, no progress bars and no warnings
+    either (deprecation notices from the libraries we build on are not the user's)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore")
+        for name in ("trl", "accelerate", "datasets", "tokensieve"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            import datasets
+
+            datasets.disable_progress_bars()
+            datasets.logging.set_verbosity_error()
+        except ImportError:  # the rl extra is not installed
+            pass

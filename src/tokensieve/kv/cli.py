@@ -1,0 +1,212 @@
+"""`tokensieve kv …`: answer with a compressed KV cache; evaluate policies against the full one."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from tokensieve.commandline import add_common, read_text_file
+from tokensieve.errors import UserError
+from tokensieve.kv.policies import POLICIES
+
+EVAL_POLICIES = ["streaming", "h2o", "keyformer", "sirllm", "snapkv", "tova", "tokenselect",
+                 "tidaldecode", "random"]  # fmt: skip
+
+
+def parse_budget(text: str) -> float | int:
+    """'0.2' is a fraction of the prompt, '512' a token count."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(
+            f"--budget must be a fraction like 0.2 or a token count, got {text!r}"
+        ) from None
+    if value.is_integer() and value > 1:
+        return int(value)
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"--budget must be in (0, 1] as a fraction or > 1 tokens, got {text}")
+    return value
+
+
+def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, recent=None):
+    """A KV policy from CLI options: `full` takes none; only keyformer and random are
+    seeded; keyformer's temperature schedule needs the number of new tokens."""
+    from tokensieve.kv import make_policy
+
+    if name == "full":
+        return make_policy(name)
+    options = {"budget": budget}
+    if sink is not None:
+        options["sink"] = sink
+    if recent is not None:
+        options["recent"] = recent
+    if name in ("keyformer", "random"):
+        options["seed"] = seed
+    if name == "keyformer" and max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
+    return make_policy(name, **options)
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from tokensieve.kv import CompressedCache, compression
+    from tokensieve.models import load_model, with_cache
+    from tokensieve.signals import chat_prompt_ids, check_context, end_of_turn_ids
+
+    budget = parse_budget(args.budget)
+    context = read_text_file(args.file) if args.file else ""
+    question = args.prompt or ""
+    if not (context + question).strip():
+        raise UserError("nothing to read: give --file and/or --prompt")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    policy = make_kv_policy(
+        args.policy,
+        budget,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        sink=args.sink,
+        recent=args.recent,
+    )
+    model, tokenizer = load_model(args.model)
+    text = f"{context}\n\n{question}".strip()
+    ids = chat_prompt_ids(tokenizer, text)
+    check_context(model, len(ids) + args.max_new_tokens,
+                  "shorten the --file text or lower --max-new-tokens")  # fmt: skip
+    cache = CompressedCache(model.config, policy)
+    started = time.perf_counter()
+    with torch.no_grad(), compression(model, cache):
+        output = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            **with_cache(cache),
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            eos_token_id=end_of_turn_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    seconds = time.perf_counter() - started
+    answer = output[0, len(ids) :]
+    print(tokenizer.decode(answer, skip_special_tokens=True).strip())
+    seen = cache.get_seq_length()
+    kept = cache.layers[0].physical_length()
+    full_bytes = cache.kv_bytes() * seen // max(kept, 1)
+    print(
+        f"{policy.name}: kept {kept} of {seen} tokens per layer and head "
+        f"(budget {cache.budget}); KV {cache.kv_bytes() / 2**20:.1f} MiB vs "
+        f"{full_bytes / 2**20:.1f} MiB full; {len(answer) / seconds:.1f} tokens/s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from tokensieve.evaluate import kv_fidelity
+    from tokensieve.models import cache_root, load_model
+    from tokensieve.outputs import check_output, fresh_directory, write_atomic
+
+    budgets = [parse_budget(b) for b in args.budgets]
+    if args.context < 2 or args.decode < 1:
+        raise UserError("--context must be at least 2 and --decode at least 1")
+    if args.passkey_cases < 0:
+        raise UserError("--passkey-cases must not be negative")
+    for name in args.policies:  # validate names and options before the slow part
+        _eval_policy(name, budgets[0], args)
+    if args.out is not None:
+        check_output(args.out, [args.model, args.file, cache_root()])
+    text = read_text_file(args.file) if args.file else _python_reference()
+    model, tokenizer = load_model(args.model)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.context + args.decode]
+    if len(ids) < args.context + 1:
+        raise UserError(f"the text has {len(ids)} tokens; --context {args.context} needs more")
+    rows = []
+    for budget in budgets:
+        policies = [_eval_policy(name, budget, args) for name in args.policies]
+        for result in kv_fidelity(model, torch.tensor(ids), args.context, policies,
+                                  not args.quiet):  # fmt: skip
+            if result.policy == "full" and rows:
+                continue
+            row = {**result.__dict__, "budget": budget if result.policy != "full" else 1.0}
+            if args.passkey_cases:
+                row["passkey_accuracy"] = _passkey(model, tokenizer, text, result.policy,
+                                                   budget, args)  # fmt: skip
+            rows.append(row)
+            _print_row(row, args.passkey_cases)
+    if args.out:
+        directory = fresh_directory(args.out)
+        write_atomic(directory / "kv-eval.json", json.dumps(rows, indent=1))
+        print(f"results          {directory / 'kv-eval.json'}")
+    return 0
+
+
+def _python_reference() -> str:
+    """The default text: the Python Language Reference as the standard library ships it."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def _passkey(model, tokenizer, text: str, name: str, budget, args) -> float:
+    from tokensieve.evaluate import make_passkey_case, passkey_accuracy
+
+    cases = [
+        make_passkey_case(
+            tokenizer, text, args.passkey_tokens, (i + 0.5) / args.passkey_cases, args.seed + i
+        )  # fmt: skip
+        for i in range(args.passkey_cases)
+    ]
+    policy = None if name == "full" else _eval_policy(name, budget, args)
+    return passkey_accuracy(model, tokenizer, cases, policy)[0]
+
+
+def _print_row(row: dict, passkey: bool) -> None:
+    print(
+        f"{row['policy']:>10} budget {row['budget']:<5} ppl {row['perplexity']:7.2f}  "
+        f"KL {row['kl_to_full']:.4f}  top1 {row['top1_agreement']:.3f}  "
+        f"KV {row['kv_bytes'] / 2**20:6.1f} MiB"
+        + (f"  passkey {row['passkey_accuracy']:.2f}" if passkey else "")
+    )
+
+
+def _eval_policy(name, budget, args):
+    return make_kv_policy(name, budget, seed=args.seed, max_new_tokens=args.decode)
+
+
+def register(commands) -> None:
+    from tokensieve.commandline import Parser
+
+    kv = commands.add_parser("kv", help="KV-cache compression: keep only the key tokens")
+    kv_commands = kv.add_subparsers(dest="kv_command", required=True, parser_class=Parser)
+    gen = kv_commands.add_parser(
+        "generate",
+        help="answer with a compressed KV cache",
+        description="Read a long "
+        "context with a KV policy evicting all but the key tokens, then answer greedily.",
+    )
+    gen.add_argument("--policy", choices=sorted(POLICIES), default="keyformer")
+    gen.add_argument("--budget", default="0.2", help="fraction of the prompt (0.2) or tokens (512)")
+    gen.add_argument("--file", help="the long context (UTF-8 text)")
+    gen.add_argument("--prompt", help="the question asked after the context")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--sink", type=int, help="first tokens always kept")
+    gen.add_argument("--recent", type=int, help="last tokens always kept")
+    add_common(gen, "model", "seed", "quiet")
+    gen.set_defaults(run=cmd_generate)
+
+    ev = kv_commands.add_parser(
+        "eval", help="fidelity to the full cache and passkey retrieval, per policy and budget"
+    )
+    ev.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=EVAL_POLICIES)
+    ev.add_argument("--budgets", nargs="+", default=["0.1", "0.2", "0.3", "0.5"])
+    ev.add_argument("--file", help="real text to decode (default: the Python reference)")
+    ev.add_argument("--context", type=int, default=512, help="tokens read before decoding")
+    ev.add_argument("--decode", type=int, default=64, help="tokens decoded teacher-forced")
+    ev.add_argument("--passkey-cases", type=int, default=0)
+    ev.add_argument("--passkey-tokens", type=int, default=1024)
+    add_common(ev, "model", "seed", "quiet")
+    ev.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
+    ev.set_defaults(run=cmd_eval)
