@@ -137,12 +137,27 @@ def converted_gguf(gguf: Path) -> Path:
     """The safetensors copy of `gguf`, converting (or rebuilding) it when needed."""
     directory = _gguf_cache_dir(gguf)
     if not _cache_is_valid(directory):
+        _check_cache_writable(directory.parent)  # before a minute of conversion
         try:
             _convert_gguf(gguf, directory)
-        except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as exc:
+        except UserError:
+            raise
+        except Exception as exc:  # a cut or corrupt file fails in many ways inside the reader
             first = first_line(exc, type(exc).__name__)
             raise UserError(f"could not read the GGUF model {gguf}: {first}") from exc
     return directory
+
+
+def _check_cache_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe."):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the model cache {directory}: {exc.strerror or exc}; set "
+            "TOKENSIEVE_CACHE to a writable directory"
+        ) from None
 
 
 def resolve_model_dir(spec: str | os.PathLike | None) -> tuple[Path, str]:
@@ -187,7 +202,7 @@ def load_model(
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # a cut safetensors file raises SafetensorError, and so on
         first = first_line(exc, type(exc).__name__)
         raise UserError(f"could not load a causal language model from '{spec}': {first}") from exc
     model.eval()

@@ -153,7 +153,7 @@ def staged_directory(target: str | Path, *, replace: bool = False) -> Iterator[P
         with termination_unwinds():
             yield staging
             pause_point("staged")
-            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; honour the umask
+            follow_umask(staging)
             _move_into_place(staging, target, replace)
     except OSError as exc:
         raise _cannot_write(target, exc) from None
@@ -195,6 +195,20 @@ def new_directory(out: str | Path) -> Iterator[tuple[Path, Path]]:
         with contextlib.suppress(OSError):
             final.rmdir()  # the reserved name, still empty
         raise
+
+
+def follow_umask(directory: Path) -> None:
+    """Give `directory` and everything in it the modes the user's umask asks for.
+
+    mkdtemp makes 0700 and safetensors writes 0600: without this a model written for a
+    shared machine would be readable by its owner only."""
+    mask = _umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for root, folders, files in os.walk(directory):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 def write_directory(out: str | Path, files: dict[str, str | bytes]) -> Path:

@@ -20,6 +20,7 @@ mask serves all layers.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -125,6 +126,19 @@ class CompressedCache(Cache):
         self.prompt_length: int | None = None
         self.state: dict = {}  # per-stream policy state (e.g. SirLLM's last logits)
         self.observed = False  # set when the policy has seen attention weights
+        self.active = False  # set inside `compression(model, cache)`, where eviction happens
+        self._warned = False
+
+    def update(self, *args, **kwargs):
+        if not self.active and not self._warned:
+            # Without compression()'s hooks the layers only append: a silent full cache.
+            warnings.warn(
+                "this CompressedCache is used outside `compression(model, cache)`, so "
+                "nothing is evicted; run the model inside `with compression(model, cache):`",
+                stacklevel=2,
+            )
+            self._warned = True
+        return super().update(*args, **kwargs)
 
     def kv_bytes(self) -> int:
         """Bytes held by keys and values now (the memory eviction frees)."""
@@ -197,6 +211,7 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
         model.set_attn_implementation(SCORING)
     for module in modules:
         module._tokensieve_cache = cache
+    cache.active = True
 
     def logits_hook(module, args, kwargs, output):
         if passed_cache(kwargs) is cache:
@@ -220,5 +235,6 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
             handle.remove()
         for module in modules:
             module.__dict__.pop("_tokensieve_cache", None)
+        cache.active = False
         if model.config._attn_implementation != previous:
             model.set_attn_implementation(previous)

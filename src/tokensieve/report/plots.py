@@ -7,6 +7,7 @@ write them.
 from __future__ import annotations
 
 import io
+import warnings
 from collections import Counter
 
 import matplotlib
@@ -20,9 +21,15 @@ from tokensieve.signals import TokenSignals, display_piece, forking_tokens  # no
 FLOOR = 1e-4  # entropies below this are drawn in the first bin of the log axis
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed.
+
+    Text the default font cannot draw (CJK, say) is shown as boxes; matplotlib would warn
+    once per missing glyph and flood the terminal, so those warnings are dropped."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*missing from (current )?font")
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -57,7 +64,7 @@ def entropy_histogram(signals: TokenSignals, rho: float = 0.2) -> bytes:
     )
     ax.set_ylabel("tokens")
     ax.set_title(f"{signals.model}: token entropy ({len(signals)} tokens)")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def forking_word_bars(signals: TokenSignals, rho: float = 0.2, top: int = 15) -> bytes:
@@ -82,7 +89,7 @@ def forking_word_bars(signals: TokenSignals, rho: float = 0.2, top: int = 15) ->
         ax.set_xlabel("count")
     fig.suptitle(f"{signals.model}: most frequent token strings", fontsize=11)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def kept_heatmap(share: np.ndarray, title: str) -> bytes:
@@ -93,4 +100,4 @@ def kept_heatmap(share: np.ndarray, title: str) -> bytes:
     ax.set_ylabel("layer")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="share of KV heads keeping the token", pad=0.01)
-    return _png(fig)
+    return png_bytes(fig)

@@ -37,7 +37,7 @@ class MarkComplete(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            pause_point("checkpoint-saved")
+            pause_point(f"checkpoint-{state.global_step}-saved")
             write_atomic(directory / COMPLETE, json.dumps({"step": state.global_step}) + "\n")
 
 

@@ -6,9 +6,10 @@ of one arm read as one family of lines.
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from tokensieve.report.plots import FLOOR, _png, plt
+from tokensieve.report.plots import FLOOR, png_bytes
 from tokensieve.rl.analysis import ForkingAnalysis
 
 COLOURS = ["#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd", "#937860"]
@@ -56,7 +57,7 @@ def curves(runs: dict[str, list[dict]]) -> bytes:
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def entropy_histograms(analysis: ForkingAnalysis) -> bytes:
@@ -77,7 +78,7 @@ def entropy_histograms(analysis: ForkingAnalysis) -> bytes:
     ax.set_ylabel("tokens")
     ax.set_title(f"entropy of the base model's answers ({len(analysis.pieces)} tokens)")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def forks(analysis: ForkingAnalysis, top: int = 15) -> bytes:
@@ -99,4 +100,4 @@ def forks(analysis: ForkingAnalysis, top: int = 15) -> bytes:
     axes[1].set_xlabel("share of the base model's forking positions still forking")
     axes[1].set_title("overlap with the base model")
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

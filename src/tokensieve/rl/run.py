@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from tokensieve.errors import UserError, check_sampling, first_line
-from tokensieve.outputs import check_output, write_atomic
+from tokensieve.outputs import check_output, follow_umask, pause_point, write_atomic
 from tokensieve.rl import MASKS
 from tokensieve.rl.rollouts import require_chat_template
 from tokensieve.rl.tasks import get_task
@@ -135,17 +135,30 @@ def _read_json(path: Path) -> dict:
 
 def last_complete_checkpoint(out: Path) -> Path | None:
     """The newest checkpoint marked complete; unmarked ones (a save cut by a kill) are
-    removed, as they are this run's own half-written files."""
-    found = []
+    removed, as they are this run's own half-written files.
+
+    Runs written before the marker existed have no marked checkpoint at all: there, a
+    checkpoint whose trainer_state.json (TRL writes it last) reads back counts."""
+    steps = {}
     for directory in out.glob("checkpoint-*"):
         step = directory.name.removeprefix("checkpoint-")
-        if not (directory.is_dir() and step.isdigit()):
-            continue
-        if (directory / "tokensieve-complete.json").is_file():  # see rl/callbacks.py
-            found.append((int(step), directory))
-        else:
+        if directory.is_dir() and step.isdigit():
+            steps[int(step)] = directory
+    marked = {n: d for n, d in steps.items() if (d / "tokensieve-complete.json").is_file()}
+    if not marked:  # see rl/callbacks.py for the marker
+        marked = {n: d for n, d in steps.items() if _legacy_complete(d, n)}
+    for step, directory in steps.items():
+        if step not in marked:
             shutil.rmtree(directory, ignore_errors=True)
-    return max(found)[1] if found else None
+    return marked[max(marked)] if marked else None
+
+
+def _legacy_complete(directory: Path, step: int) -> bool:
+    try:
+        state = json.loads((directory / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == step
 
 
 def trim_metrics(path: Path, step: int) -> None:
@@ -280,13 +293,21 @@ def _trainer(config: RunConfig, out: Path, args, model, tokenizer):
 
 
 def _save_final(trainer, tokenizer, out: Path) -> Path:
-    """Every process saves (ZeRO-3 gathers the weights); process 0 renames when complete."""
+    """Every process saves (ZeRO-3 gathers the weights); process 0 renames when complete.
+    An interrupted save leaves no staging behind."""
     final, staging = out / "final", out / ".final.staging"
-    trainer.save_model(str(staging))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, final)
-    trainer.accelerator.wait_for_everyone()
+    try:
+        trainer.save_model(str(staging))
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(staging)
+            follow_umask(staging)
+            pause_point("final-saved")
+            os.replace(staging, final)
+        trainer.accelerator.wait_for_everyone()
+    except BaseException:
+        if trainer.is_world_process_zero():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     return final
 
 
