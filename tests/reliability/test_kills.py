@@ -92,3 +92,13 @@ def test_kill_during_the_final_save_leaves_no_staging(cli, tiny_dir, tmp_path):
     assert code == 0, err
     assert (run / "final" / "config.json").is_file()
     assert [step for step, *_ in reward_rows(run)] == [1, 2]
+
+
+def test_killed_report_leaves_no_directory(tiny_dir, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = ["inspect", "--text", "A short text.", "--model", tiny_dir, "--out", work / "report",
+            "--quiet"]  # fmt: skip
+    code, err = kill_at("staged", argv, tmp_path)
+    assert code == 143, err
+    assert list(work.iterdir()) == []  # neither the reserved name nor the staged files

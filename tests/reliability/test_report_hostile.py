@@ -96,3 +96,18 @@ def test_the_page_shows_its_tokens_in_a_browser(tiny, tmp_path):
     tags = [tag for tag, _ in parsed.tags]
     assert "img" not in tags and tags.count("script") == 2
     assert not any(name.startswith("on") for _, attrs in parsed.tags for name in attrs)
+
+
+def test_text_the_font_lacks_draws_without_warnings():
+    """CJK text flooded stderr with one matplotlib warning per missing glyph."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from tokensieve.report.plots import png_bytes
+
+    fig, ax = plt.subplots()
+    ax.barh(["東京は日本の首都です", "한국어"], [1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert png_bytes(fig)[:4] == b"\x89PNG"
