@@ -57,9 +57,9 @@ from common import (  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from tokensieve import load_model  # noqa: E402
-from tokensieve.evaluate.kv_fidelity import compare, teacher_forced_logits  # noqa: E402
-from tokensieve.evaluate.passkey import answer_digits, make_passkey_case  # noqa: E402
 from tokensieve.kv import CompressedCache, compression, make_policy  # noqa: E402
+from tokensieve.kv.fidelity import compare, teacher_forced_logits  # noqa: E402
+from tokensieve.kv.passkey import answer_digits, make_passkey_case  # noqa: E402
 from tokensieve.models import (  # noqa: E402
     EMBEDDED_NAME,
     converted_gguf,

@@ -52,10 +52,10 @@ from common import (  # noqa: E402
 )
 
 from tokensieve import load_model  # noqa: E402
-from tokensieve.evaluate import bits_per_byte  # noqa: E402
 from tokensieve.models import EMBEDDED_NAME, converted_gguf, embedded_model_file  # noqa: E402
 from tokensieve.vocab import transplant  # noqa: E402
 from tokensieve.vocab.aux_space import MiniLMSpace  # noqa: E402
+from tokensieve.vocab.bits_per_byte import bits_per_byte  # noqa: E402
 from tokensieve.vocab.finetune import finetune_embeddings  # noqa: E402
 from tokensieve.vocab.train_tokenizer import bytes_per_token, train_tokenizer  # noqa: E402
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tokensieve import UserError, load_model, tiny_model
+from tokensieve.lm import chat_prompt_ids, end_of_turn_ids
 from tokensieve.models import (
     MANIFEST,
     _cache_is_valid,
@@ -19,7 +20,6 @@ from tokensieve.models import (
     resolve_model_dir,
     with_cache,
 )
-from tokensieve.signals import chat_prompt_ids, end_of_turn_ids
 
 
 def test_tiny_model_is_deterministic_per_seed():

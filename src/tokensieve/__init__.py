@@ -26,9 +26,10 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "tokensieve.models": ["load_model", "tiny_model"],
-        "tokensieve.signals": [
-            "SIGNALS", "TokenSignals", "answer_signals", "forking_tokens", "summarize",
-            "text_signals",
+        "tokensieve.signal_names": ["SIGNALS"],
+        "tokensieve.scoring": ["forking_tokens"],
+        "tokensieve.inspect.signals": [
+            "TokenSignals", "answer_signals", "summarize", "text_signals",
         ],
     },
 )  # fmt: skip

@@ -38,6 +38,12 @@ class Registry(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def add(self, name: str, target: str) -> None:
+        """Register ``"module:attribute"`` as `name` (a provider plugging into another
+        part's extension point; see `tokensieve.extensions`)."""
+        self._entries[name] = target
+        self._loaded.pop(name, None)
+
     def load(self, name: str) -> Any:
         """The class registered as `name`, or a `UserError` listing the choices."""
         if name not in self._entries:

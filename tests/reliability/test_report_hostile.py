@@ -12,9 +12,9 @@ from html.parser import HTMLParser
 
 import pytest
 
+from tokensieve.inspect.html import render_html
+from tokensieve.inspect.signals import text_signals
 from tokensieve.outputs import json_text
-from tokensieve.report import render_html
-from tokensieve.signals import text_signals
 
 HOSTILE = [
     "__DATA__ <img src=x onerror=alert(2)>",

@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tokensieve import UserError
-from tokensieve.evaluate import bits_per_byte
 from tokensieve.models import tiny_model
+from tokensieve.vocab.bits_per_byte import bits_per_byte
 from tokensieve.vocab.finetune import finetune_embeddings, training_windows
 
 TEXT = "Return a copy of the string with leading whitespace removed. " * 12

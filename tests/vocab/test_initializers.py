@@ -96,16 +96,16 @@ def test_omp_init_carries_donor_coefficients_to_old_rows():
     torch.testing.assert_close(plan.apply(rows)[target], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_byte_table_of_a_sentencepiece_style_tokenizer():
+def test_vocabulary_bytes_of_a_sentencepiece_style_tokenizer():
     from tokenizers import SentencePieceBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from tokensieve.vocab.initializers import byte_table
+    from tokensieve.lm import vocabulary_bytes
 
     trainer = SentencePieceBPETokenizer()
     trainer.train_from_iterator([TEXT] * 20, vocab_size=120, special_tokens=["<unk>"])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=trainer, unk_token="<unk>")
-    table = byte_table(tokenizer)
+    table = vocabulary_bytes(tokenizer)
     assert table[tokenizer.unk_token_id] == b"<unk>"
     ids = tokenizer("copy the string", add_special_tokens=False)["input_ids"]
     assert b"".join(table[i] for i in ids).strip() == b"copy the string"

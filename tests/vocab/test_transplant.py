@@ -9,9 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tokensieve import UserError
+from tokensieve.lm import vocabulary_bytes
 from tokensieve.models import tiny_model, tiny_tokenizer
 from tokensieve.vocab import MeanInit, transplant
-from tokensieve.vocab.initializers import byte_table, split_with_old
+from tokensieve.vocab.initializers import split_with_old
 
 TEXT = "Return a copy of the string with leading whitespace removed."
 
@@ -33,10 +34,10 @@ def test_mean_of_a_new_token_is_the_mean_of_its_old_subtokens():
     model, old = tiny_model(seed=0)
     new_tokenizer = tiny_tokenizer(vocab_size=420)
     rows = MeanInit()(model.get_input_embeddings().weight.detach(), old, new_tokenizer)
-    old_bytes = byte_table(old)
+    old_bytes = vocabulary_bytes(old)
     lookup = {data: i for i, data in reversed(list(enumerate(old_bytes)))}
     checked = 0
-    for index, data in enumerate(byte_table(new_tokenizer)):
+    for index, data in enumerate(vocabulary_bytes(new_tokenizer)):
         if data in lookup or index in new_tokenizer.all_special_ids:
             continue
         pieces = split_with_old(data, old, lookup)

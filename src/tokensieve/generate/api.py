@@ -7,7 +7,7 @@ from tokensieve.generate.constraints import Constraint
 from tokensieve.generate.language_model import TokenLM
 from tokensieve.generate.smc import GenerationResult, run_smc
 from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler
-from tokensieve.signals import chat_prompt_ids
+from tokensieve.lm import chat_prompt_ids
 
 METHODS = ("masking", "awrs", "smc")
 

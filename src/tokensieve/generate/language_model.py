@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tokensieve.lm import check_context, end_of_turn_ids, vocabulary_bytes
 from tokensieve.models import with_cache
-from tokensieve.signals import check_context, end_of_turn_ids, token_bytes
 
 
 class TokenLM:
@@ -31,7 +31,7 @@ class TokenLM:
         self.prompt_ids = list(prompt_ids)
         vocab = model.config.vocab_size
         self.vocab_size = vocab
-        self.token_bytes = token_bytes(tokenizer, range(min(vocab, len(tokenizer))))
+        self.token_bytes = vocabulary_bytes(tokenizer)[:vocab]
         self.token_bytes += [b""] * (vocab - len(self.token_bytes))
         self.eos_ids = set(end_of_turn_ids(tokenizer))
         special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)

@@ -1,23 +1,27 @@
 """`tokensieve inspect`: per-token signals of a text or of the model's answer, as a report.
 
-The signal names live here, light, so the command line can list them before torch loads;
-the signals themselves are computed in `tokensieve.signals`.
+`signals` turns a text or an answer into `TokenSignals` (scored by `tokensieve.scoring`),
+`report` writes the HTML page, data files and plots, `cli` is the command.
 """
 
-SIGNALS = (
-    "entropy",
-    "surprisal",
-    "top1_prob",
-    "margin",
-    "attention_received",
-    "attention_total",
-)
-UNITS = {
-    "kv_kept": "share of layers × KV heads keeping it",
-    "entropy": "nats",
-    "surprisal": "nats",
-    "top1_prob": "probability",
-    "margin": "probability",
-    "attention_received": "mean weight",
-    "attention_total": "summed weight",
-}
+from tokensieve.lazy import lazy_exports
+
+__all__ = [
+    "TokenSignals",
+    "answer_signals",
+    "render_html",
+    "summarize",
+    "text_signals",
+    "write_inspect_report",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "tokensieve.inspect.html": ["render_html"],
+        "tokensieve.inspect.report": ["write_inspect_report"],
+        "tokensieve.inspect.signals": [
+            "TokenSignals", "answer_signals", "summarize", "text_signals",
+        ],
+    },
+)  # fmt: skip

@@ -6,20 +6,19 @@ from pathlib import Path
 
 from tokensieve.commandline import add_common, read_text_file
 from tokensieve.errors import UserError, check_sampling
-from tokensieve.inspect import SIGNALS
-from tokensieve.kv.policies import POLICIES
+from tokensieve.extensions import EXTRA_SIGNALS, LiveChoices
+from tokensieve.signal_names import SIGNALS
 
 
 def cmd_inspect(args) -> int:
-    from tokensieve.kv.cli import make_kv_policy, parse_budget
+    from tokensieve.inspect.report import write_inspect_report
+    from tokensieve.inspect.signals import answer_signals, text_signals
     from tokensieve.models import cache_root, load_model
     from tokensieve.outputs import check_output
-    from tokensieve.report import write_inspect_report
-    from tokensieve.signals import answer_signals, text_signals
 
     text = _check_args(args)
     check_output(args.out, [args.model, args.file, cache_root()])  # before the slow part
-    policy = make_kv_policy(args.kv_policy, parse_budget(args.budget)) if args.kv_policy else None
+    extra = _extra_signal(args)  # built (and its options checked) before the model loads
     model, tokenizer = load_model(args.model)
     progress = not args.quiet
     if args.prompt is not None:
@@ -36,11 +35,12 @@ def cmd_inspect(args) -> int:
         signals = text_signals(
             model, tokenizer, text, max_tokens=args.max_tokens, progress=progress
         )
-    extra = {}
-    if policy is not None:
-        extra = _mark_kept_tokens(model, signals, policy, args.budget)
+    plots = {}
+    if extra is not None:
+        values, plots = extra(model, signals.meta.get("context_ids", []), signals.token_ids)
+        signals = signals.with_signal(extra.name, values, extra.unit)
     directory, summary = write_inspect_report(
-        signals, args.out, rho=args.rho, signal=args.signal, extra_plots=extra
+        signals, args.out, rho=args.rho, signal=args.signal, extra_plots=plots
     )
     _print_summary(signals, summary, directory)
     return 0
@@ -62,8 +62,6 @@ def _check_args(args) -> str | None:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UserError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     check_sampling(args.temperature)
-    if args.signal == "kv_kept" and not args.kv_policy:
-        raise UserError("--signal kv_kept needs --kv-policy")
     if args.prompt is not None:
         return None
     text = args.text if args.text is not None else read_text_file(args.file)
@@ -72,17 +70,13 @@ def _check_args(args) -> str | None:
     return text
 
 
-def _mark_kept_tokens(model, signals, policy, budget: str) -> dict[str, bytes]:
-    """Add a `kv_kept` signal (share of layers × KV heads keeping each token) and the
-    positions × layers heatmap of what the policy keeps after reading the sequence."""
-    from tokensieve.kv.kept_map import kept_map
-    from tokensieve.report import kept_heatmap
-
-    context = list(signals.meta.get("context_ids", []))
-    share = kept_map(model, context + list(signals.token_ids), policy)
-    signals.values["kv_kept"] = share[:, len(context) :].mean(axis=0)
-    title = f"{policy.name} at budget {budget}: kept tokens per layer ({signals.model})"
-    return {"kv-kept.png": kept_heatmap(share[:, len(context) :], title)}
+def _extra_signal(args):
+    """The signal another capability computes for the report, if one was asked for."""
+    if args.kv_policy:
+        return EXTRA_SIGNALS.build("kv_kept", policy=args.kv_policy, budget=args.budget)
+    if args.signal in SIGNALS:
+        return None
+    raise UserError(f"--signal {args.signal} needs its options (for kv_kept: --kv-policy)")
 
 
 def _print_summary(signals, summary: dict, directory: Path) -> None:
@@ -120,8 +114,9 @@ def register(commands) -> None:
         "--rho", type=float, default=0.2, help="share of tokens marked forking (default 0.2)"
     )
     inspect.add_argument(
-        "--signal", choices=(*SIGNALS, "kv_kept"), default="entropy", help="signal coloured first"
-    )
+        "--signal", choices=LiveChoices(*SIGNALS, registry=EXTRA_SIGNALS), default="entropy",
+        help="signal coloured first",
+    )  # fmt: skip
     inspect.add_argument(
         "--out", default="tokensieve-report", help="output directory (a fresh one if taken)"
     )
@@ -130,7 +125,8 @@ def register(commands) -> None:
     )
     inspect.add_argument("--max-tokens", type=int, help="analyse only the first N tokens")
     inspect.add_argument(
-        "--kv-policy", choices=sorted(POLICIES), help="also mark the tokens this KV policy keeps"
-    )
+        "--kv-policy", metavar="POLICY",
+        help="also mark the tokens this KV policy keeps (see `tokensieve kv generate --help`)",
+    )  # fmt: skip
     inspect.add_argument("--budget", default="0.2", help="KV budget for --kv-policy")
     inspect.set_defaults(run=cmd_inspect)

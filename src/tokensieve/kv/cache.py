@@ -30,8 +30,8 @@ from transformers.cache_utils import Cache, DynamicLayer
 from tokensieve.errors import UserError
 from tokensieve.kv.attention import SCORING
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.lm import attention_modules
 from tokensieve.models import passed_cache
-from tokensieve.signals import attention_modules
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smollm3")
 
@@ -179,7 +179,7 @@ class CompressedCache(Cache):
 
 
 def attention_layers(model) -> list[torch.nn.Module]:
-    """`tokensieve.signals.attention_modules`, naming the supported models on failure."""
+    """`tokensieve.lm.attention_modules`, naming the supported models on failure."""
     try:
         return attention_modules(model)
     except UserError as exc:

@@ -8,52 +8,23 @@ import time
 
 from tokensieve.commandline import add_common, read_text_file
 from tokensieve.errors import UserError
+from tokensieve.extensions import EXTRA_SIGNALS
+from tokensieve.kv.options import make_kv_policy, parse_budget
 from tokensieve.kv.policies import POLICIES
+
+# `inspect --kv-policy` marks the tokens a policy keeps (see tokensieve.extensions).
+EXTRA_SIGNALS.add("kv_kept", "tokensieve.kv.kept_map:KeptSignal")
 
 EVAL_POLICIES = ["streaming", "h2o", "keyformer", "sirllm", "snapkv", "tova", "tokenselect",
                  "tidaldecode", "random"]  # fmt: skip
-
-
-def parse_budget(text: str) -> float | int:
-    """'0.2' is a fraction of the prompt, '512' a token count."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(
-            f"--budget must be a fraction like 0.2 or a token count, got {text!r}"
-        ) from None
-    if value.is_integer() and value > 1:
-        return int(value)
-    if not 0.0 < value <= 1.0:
-        raise UserError(f"--budget must be in (0, 1] as a fraction or > 1 tokens, got {text}")
-    return value
-
-
-def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, recent=None):
-    """A KV policy from CLI options: `full` takes none; only keyformer and random are
-    seeded; keyformer's temperature schedule needs the number of new tokens."""
-    from tokensieve.kv import make_policy
-
-    if name == "full":
-        return make_policy(name)
-    options = {"budget": budget}
-    if sink is not None:
-        options["sink"] = sink
-    if recent is not None:
-        options["recent"] = recent
-    if name in ("keyformer", "random"):
-        options["seed"] = seed
-    if name == "keyformer" and max_new_tokens is not None:
-        options["max_new_tokens"] = max_new_tokens
-    return make_policy(name, **options)
 
 
 def cmd_generate(args) -> int:
     import torch
 
     from tokensieve.kv import CompressedCache, compression
+    from tokensieve.lm import chat_prompt_ids, check_context, end_of_turn_ids
     from tokensieve.models import load_model, with_cache
-    from tokensieve.signals import chat_prompt_ids, check_context, end_of_turn_ids
 
     budget = parse_budget(args.budget)
     context = read_text_file(args.file) if args.file else ""
@@ -105,7 +76,7 @@ def cmd_generate(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from tokensieve.evaluate import kv_fidelity
+    from tokensieve.kv.fidelity import kv_fidelity
     from tokensieve.models import cache_root, load_model
     from tokensieve.outputs import check_output, fresh_directory, write_atomic
 
@@ -151,7 +122,7 @@ def _python_reference() -> str:
 
 
 def _passkey(model, tokenizer, text: str, name: str, budget, args) -> float:
-    from tokensieve.evaluate import make_passkey_case, passkey_accuracy
+    from tokensieve.kv.passkey import make_passkey_case, passkey_accuracy
 
     cases = [
         make_passkey_case(

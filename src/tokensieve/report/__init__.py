@@ -1,20 +1,14 @@
-"""Reports for people: the self-contained HTML heatmap and matplotlib plots."""
+"""The report toolkit for every capability: headless matplotlib figures as PNG bytes, and
+HTML pages whose embedded data no text can break. Knows nothing of any capability."""
 
 from tokensieve.lazy import lazy_exports
 
-__all__ = [
-    "entropy_histogram",
-    "forking_word_bars",
-    "kept_heatmap",
-    "render_html",
-    "write_inspect_report",
-]
+__all__ = ["FLOOR", "fill_placeholders", "heatmap", "png_bytes", "script_json"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "tokensieve.report.html": ["render_html"],
-        "tokensieve.report.plots": ["entropy_histogram", "forking_word_bars", "kept_heatmap"],
-        "tokensieve.report.writer": ["write_inspect_report"],
+        "tokensieve.report.page": ["fill_placeholders", "script_json"],
+        "tokensieve.report.plots": ["FLOOR", "heatmap", "png_bytes"],
     },
 )

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tokensieve.lm import token_bytes
 from tokensieve.rl.rollouts import complete
 from tokensieve.rl.tasks import get_task
-from tokensieve.signals import display_piece, forking_tokens, score_sequence, token_bytes
+from tokensieve.scoring import display_piece, forking_tokens, score_sequence
 
 
 @dataclass

@@ -6,8 +6,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tokensieve.errors import UserError
+from tokensieve.lm import chat_prompt_ids, end_of_turn_ids
 from tokensieve.rl.tasks import Problem
-from tokensieve.signals import chat_prompt_ids, end_of_turn_ids
 
 
 def require_chat_template(tokenizer) -> None:

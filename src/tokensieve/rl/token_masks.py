@@ -13,7 +13,7 @@ All strategies see batch tensors ``[batch, response_len]`` and a ``valid`` mask
 (response tokens, not prompt or padding), and never select an invalid token.
 Entropy is at temperature 1 over the full vocabulary; quantiles are taken over the
 valid tokens of the whole batch, with exactly ``ceil(rho·n)`` tokens (ties by position),
-the same rule as `tokensieve.signals.forking_tokens`.
+the same rule as `tokensieve.scoring.forking_tokens`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from tokensieve.errors import UserError
-from tokensieve.signals import forking_tokens
+from tokensieve.scoring import forking_tokens
 
 
 @dataclass

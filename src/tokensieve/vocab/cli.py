@@ -77,8 +77,8 @@ def cmd_train_tokenizer(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from tokensieve.evaluate import bits_per_byte
     from tokensieve.models import load_model
+    from tokensieve.vocab.bits_per_byte import bits_per_byte
 
     texts = _texts(args.file)
     rows = []
@@ -99,8 +99,8 @@ def cmd_eval(args) -> int:
 def cmd_finetune(args) -> int:
     import torch
 
-    from tokensieve.evaluate import bits_per_byte
     from tokensieve.models import load_model
+    from tokensieve.vocab.bits_per_byte import bits_per_byte
     from tokensieve.vocab.finetune import check_options, finetune_embeddings
     from tokensieve.vocab.transplant import check_model_output, save_model
 

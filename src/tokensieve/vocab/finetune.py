@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokensieve.errors import UserError
-from tokensieve.evaluate.bits_per_byte import document_start
+from tokensieve.lm import document_start
 
 
 @dataclass

@@ -14,36 +14,12 @@ output head, so both get the same mixing weights (as TokenAdapt does).
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
 
-from tokensieve.signals import token_bytes
-
-
-def byte_table(tokenizer) -> list[bytes]:
-    """The bytes of every token of the vocabulary.
-
-    Byte-level BPE through `token_bytes`; otherwise (SentencePiece-style) from the token
-    strings: "▁" is a space, ``<0xNN>`` a byte fallback, special tokens their text.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if type(getattr(backend, "decoder", None)).__name__ == "ByteLevel":
-        return token_bytes(tokenizer, range(len(tokenizer)))
-    special = set(tokenizer.all_special_ids) | set(
-        getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    )
-    table = []
-    for index, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-        if index in special or token is None:
-            table.append(tokenizer.decode([index]).encode("utf-8"))
-        elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
-            table.append(bytes([int(token[3:5], 16)]))
-        else:
-            table.append(token.replace("\u2581", " ").encode("utf-8"))
-    return table
+from tokensieve.lm import vocabulary_bytes
 
 
 def split_with_old(data: bytes, old_tokenizer, old_lookup: dict[bytes, int]) -> list[int]:
@@ -119,7 +95,7 @@ class Initializer(ABC):
         self.seed = seed
 
     def plan(self, old_tokenizer, new_tokenizer, old_rows: torch.Tensor) -> Plan:
-        old_bytes, new_bytes = byte_table(old_tokenizer), byte_table(new_tokenizer)
+        old_bytes, new_bytes = vocabulary_bytes(old_tokenizer), vocabulary_bytes(new_tokenizer)
         old_lookup: dict[bytes, int] = {}
         for index, data in enumerate(old_bytes):
             old_lookup.setdefault(data, index)

@@ -6,8 +6,9 @@ import json
 import re
 
 from tokensieve import text_signals
-from tokensieve.report import render_html, write_inspect_report
-from tokensieve.signals import SIGNALS
+from tokensieve.inspect.html import render_html
+from tokensieve.inspect.report import write_inspect_report
+from tokensieve.signal_names import SIGNALS
 
 TEXT = "Use </script> safely: a <b>tag</b> & an ampersand.\nSecond line."
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tokensieve.evaluate import bits_per_byte
 from tokensieve.models import tiny_model
+from tokensieve.vocab.bits_per_byte import bits_per_byte
 from tokensieve.vocab.train_tokenizer import bytes_per_token, train_tokenizer
 
 TEXTS = [

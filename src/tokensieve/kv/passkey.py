@@ -18,8 +18,8 @@ import torch
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.lm import check_context
 from tokensieve.models import with_cache
-from tokensieve.signals import check_context
 
 QUESTION = "What is the secret passkey mentioned in the text above?"
 ANSWER_START = "The secret passkey is"

@@ -12,13 +12,9 @@ import pytest
 import torch
 
 from tokensieve import UserError, forking_tokens, text_signals
-from tokensieve.signals import (
-    TokenSignals,
-    answer_signals,
-    next_token_stats,
-    summarize,
-    token_bytes,
-)
+from tokensieve.inspect.signals import TokenSignals, answer_signals, summarize
+from tokensieve.lm import token_bytes
+from tokensieve.scoring import next_token_stats
 
 TEXT = (
     "Return a copy of the string with leading whitespace removed. "

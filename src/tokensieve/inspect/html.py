@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 from importlib import resources
 
-from tokensieve.outputs import json_text
-from tokensieve.signals import TokenSignals
+from tokensieve.inspect.signals import TokenSignals
+from tokensieve.report.page import fill_placeholders, script_json
 
-_PAGE = (resources.files("tokensieve.report") / "template.html").read_text(encoding="utf-8")
+_PAGE = (resources.files("tokensieve.inspect") / "template.html").read_text(encoding="utf-8")
 
 
 def render_html(
@@ -69,17 +68,4 @@ def render_html(
         "__PLOTS__": images,
         "__DATA__": data,
     }
-    # One pass: text put into one placeholder is never searched for the next one.
-    return re.sub(r"__[A-Z]+__", lambda m: replacements.get(m.group(0), m.group(0)), _PAGE)
-
-
-# Inside <script> an HTML parser looks only for "</script" and "<!--", but escaping every
-# <, > and & (and the two line separators old JavaScript refused) is simplest to trust.
-_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
-                   "\u2028": "\\u2028", "\u2029": "\\u2029"}  # fmt: skip
-
-
-def script_json(value) -> str:
-    """`value` as JSON that is safe inside a ``<script>`` element, whatever its strings hold."""
-    text = json_text(value, indent=None)
-    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_ESCAPES[m.group(0)], text)
+    return fill_placeholders(_PAGE, replacements)

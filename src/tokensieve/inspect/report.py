@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokensieve.inspect.html import render_html
+from tokensieve.inspect.plots import entropy_histogram, forking_word_bars
+from tokensieve.inspect.signals import TokenSignals, summarize
 from tokensieve.outputs import write_directory
-from tokensieve.report.html import render_html
-from tokensieve.report.plots import entropy_histogram, forking_word_bars
-from tokensieve.signals import TokenSignals, summarize
 
 
 def write_inspect_report(

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from tokensieve.evaluate import kv_fidelity, make_passkey_case, passkey_accuracy
-from tokensieve.evaluate.kv_fidelity import teacher_forced_logits
 from tokensieve.kv import H2OPolicy, KeyformerPolicy, StreamingPolicy
+from tokensieve.kv.fidelity import kv_fidelity, teacher_forced_logits
+from tokensieve.kv.passkey import make_passkey_case, passkey_accuracy
 
 TEXT = (
     "Return a copy of the string with leading whitespace removed. If chars is given and "

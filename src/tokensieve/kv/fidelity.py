@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.lm import check_context
 from tokensieve.models import with_cache
-from tokensieve.signals import check_context
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from tokensieve.lm import document_start
+
 
 @dataclass
 class BitsPerByte:
@@ -28,11 +30,6 @@ class BitsPerByte:
     @property
     def bytes_per_token(self) -> float:
         return self.bytes / max(self.tokens, 1)
-
-
-def document_start(tokenizer) -> int:
-    """The token put before each document: BOS, else EOS as a document separator."""
-    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
 @torch.no_grad()

@@ -1,0 +1,42 @@
+"""KV policies from a user's options: the budget as typed, and each policy's extras.
+
+Light (no torch), so the command lines can check options before anything loads.
+"""
+
+from __future__ import annotations
+
+from tokensieve.errors import UserError
+
+
+def parse_budget(text: str) -> float | int:
+    """'0.2' is a fraction of the prompt, '512' a token count."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(
+            f"--budget must be a fraction like 0.2 or a token count, got {text!r}"
+        ) from None
+    if value.is_integer() and value > 1:
+        return int(value)
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"--budget must be in (0, 1] as a fraction or > 1 tokens, got {text}")
+    return value
+
+
+def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, recent=None):
+    """A KV policy from CLI options: `full` takes none; only keyformer and random are
+    seeded; keyformer's temperature schedule needs the number of new tokens."""
+    from tokensieve.kv import make_policy
+
+    if name == "full":
+        return make_policy(name)
+    options = {"budget": budget}
+    if sink is not None:
+        options["sink"] = sink
+    if recent is not None:
+        options["recent"] = recent
+    if name in ("keyformer", "random"):
+        options["seed"] = seed
+    if name == "keyformer" and max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
+    return make_policy(name, **options)
