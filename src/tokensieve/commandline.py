@@ -7,6 +7,7 @@ Imports nothing heavy: the parsers are built and checked before torch is loaded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
@@ -74,3 +75,30 @@ def quiet_libraries(quiet: bool) -> None:
             datasets.logging.set_verbosity_error()
         except ImportError:  # the rl extra is not installed
             pass
+
+
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, config_class) -> None:
+    """One option per field of `config_class` (a dataclass declared once, TRL's style):
+    ``--field-name``, its type and default, ``help`` and ``choices`` from the field's
+    metadata. `config_from_args` builds the dataclass back from the parsed options."""
+    for spec in dataclasses.fields(config_class):
+        help_text = spec.metadata.get("help", "").replace("%", "%%")
+        options = {"type": _TYPES[str(spec.type)], "help": help_text}
+        if "choices" in spec.metadata:
+            options["choices"] = spec.metadata["choices"]
+        if spec.default is dataclasses.MISSING:
+            options["required"] = True
+        else:
+            options["default"] = spec.default
+            if spec.default is not None:
+                options["help"] += " (default %(default)s)"
+        parser.add_argument("--" + spec.name.replace("_", "-"), **options)
+
+
+def config_from_args(config_class, args: argparse.Namespace):
+    """The dataclass `add_dataclass_options` declared, from parsed options."""
+    return config_class(**{spec.name: getattr(args, spec.name)
+                           for spec in dataclasses.fields(config_class)})  # fmt: skip

@@ -21,15 +21,20 @@ class Registry(Mapping[str, Any]):
 
     def __init__(self, kind: str, entries: dict[str, str]):
         self.kind = kind
-        self._entries = dict(entries)
+        self._entries: dict[str, Any] = dict(entries)
         self._loaded: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._entries:
             raise KeyError(name)
         if name not in self._loaded:
-            module, _, attribute = self._entries[name].partition(":")
-            self._loaded[name] = getattr(importlib.import_module(module), attribute)
+            target = self._entries[name]
+            if isinstance(target, str):  # "module:attribute.attribute"
+                module, _, path = target.partition(":")
+                target = importlib.import_module(module)
+                for attribute in path.split("."):
+                    target = getattr(target, attribute)
+            self._loaded[name] = target
         return self._loaded[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -38,10 +43,16 @@ class Registry(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, name: str, target: str) -> None:
-        """Register ``"module:attribute"`` as `name` (a provider plugging into another
-        part's extension point; see `tokensieve.extensions`)."""
+    def add(self, name: str, target: Any) -> None:
+        """Register `target` as `name`: a ``"module:attribute"`` string (imported on first
+        use; how one capability plugs into another's extension point, see
+        `tokensieve.extensions`) or the object itself (a user's own task, say)."""
         self._entries[name] = target
+        self._loaded.pop(name, None)
+
+    def remove(self, name: str) -> None:
+        """Forget `name` (a test's temporary entry, say)."""
+        self._entries.pop(name, None)
         self._loaded.pop(name, None)
 
     def load(self, name: str) -> Any:

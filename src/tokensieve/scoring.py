@@ -81,28 +81,16 @@ def score_sequence(
         raise ValueError("first must be >= 1: the first token has no prediction")
     n = int(ids.shape[0])
     check_context(model, n)
-    count = n - first
-    out = {name: np.full(count, np.nan) for name in SIGNALS}
-    received = torch.zeros(n, dtype=torch.float64, device=ids.device)
-    head_layers = [0]
-
-    def reduce_attention(_module, _args, output):
-        weights = output[1]  # [batch, heads, queries, keys]
-        if weights is None:
-            raise RuntimeError("attention weights unavailable; eager attention is required")
-        received[: weights.shape[-1]] += weights.double().sum(dim=(0, 1, 2))
-        head_layers[0] += weights.shape[1]
-
-    hooks = []
-    if attention:
-        hooks = [m.register_forward_hook(reduce_attention) for m in attention_modules(model)]
+    out = {name: np.full(n - first, np.nan) for name in SIGNALS}
+    received = _AttentionReceived(n, ids.device)
+    hooks = received.attach(model) if attention else []
     cache = DynamicCache(config=model.config)
-    starts = range(0, n, chunk_size)
     try:
         with eager_attention(model) if attention else nullcontext():
-            for start in tqdm(starts, desc="signals", unit="chunk", disable=not progress):
+            for start in tqdm(range(0, n, chunk_size), desc="signals", unit="chunk",
+                              disable=not progress):  # fmt: skip
                 end = min(start + chunk_size, n)
-                head_layers[0] = 0
+                received.head_layers = 0
                 logits = model(
                     input_ids=ids[None, start:end], **with_cache(cache), use_cache=True
                 ).logits[0]
@@ -111,19 +99,42 @@ def score_sequence(
                 if lo >= hi:
                     continue
                 stats = next_token_stats(logits[lo - start : hi - start], ids[lo + 1 : hi + 1])
-                rows = slice(lo + 1 - first, hi + 1 - first)
                 for name, column in stats.items():
-                    out[name][rows] = column.double().cpu().numpy()
+                    out[name][lo + 1 - first : hi + 1 - first] = column.double().cpu().numpy()
     finally:
         for hook in hooks:
             hook.remove()
     if attention:
-        per_head_layer = received / max(head_layers[0], 1)
-        per_head_layer = per_head_layer.cpu()
-        seen_by = torch.arange(n, 0, -1, dtype=torch.float64)  # queries q >= i
-        out["attention_total"] = per_head_layer[first:].numpy()
-        out["attention_received"] = (per_head_layer / seen_by)[first:].numpy()
+        out.update(received.signals(first))
     return out
+
+
+class _AttentionReceived:
+    """Sums each key's attention weight over layers, heads and queries inside a forward
+    hook per layer, so the ``[heads, queries, keys]`` weights never outlive the layer."""
+
+    def __init__(self, n: int, device):
+        self.received = torch.zeros(n, dtype=torch.float64, device=device)
+        self.head_layers = 0  # heads × layers of the last chunk (the same for every chunk)
+
+    def attach(self, model) -> list:
+        return [m.register_forward_hook(self._hook) for m in attention_modules(model)]
+
+    def _hook(self, _module, _args, output) -> None:
+        weights = output[1]  # [batch, heads, queries, keys]
+        if weights is None:
+            raise RuntimeError("attention weights unavailable; eager attention is required")
+        self.received[: weights.shape[-1]] += weights.double().sum(dim=(0, 1, 2))
+        self.head_layers += weights.shape[1]
+
+    def signals(self, first: int) -> dict[str, np.ndarray]:
+        n = self.received.shape[0]
+        per_head_layer = (self.received / max(self.head_layers, 1)).cpu()
+        seen_by = torch.arange(n, 0, -1, dtype=torch.float64)  # queries q >= i
+        return {
+            "attention_total": per_head_layer[first:].numpy(),
+            "attention_received": (per_head_layer / seen_by)[first:].numpy(),
+        }
 
 
 def forking_tokens(signals, rho: float = 0.2) -> np.ndarray:

@@ -63,8 +63,8 @@ def test_train_resume_compare_eval(cli, tiny_dir, tmp_path):
         (["--top-p", "0"], "top-p must be in (0, 1]"),
         (["--eval-every", "-1"], "eval-every must be 0"),
         (["--eval-problems", "0"], "eval-problems must be at least 1"),
-        (["--mask", "magic"], "unknown mask"),
-        (["--task", "poetry"], "unknown task"),
+        (["--mask", "magic"], "invalid choice"),
+        (["--task", "poetry"], "invalid choice"),
     ],
 )
 def test_bad_options(cli, tiny_dir, tmp_path, extra, message):

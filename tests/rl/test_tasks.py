@@ -111,7 +111,7 @@ def test_register_and_unknown_task():
     try:
         assert get_task("echo").reward("Answer: 7", task.problem("train", 0)) == 1.0
     finally:
-        del TASKS["echo"]
+        TASKS.remove("echo")
     with pytest.raises(UserError, match="unknown task"):
         get_task("nope")
     with pytest.raises(UserError, match="split"):

@@ -33,7 +33,8 @@ def test_identical_tokenizer_reproduces_logits_exactly(method, tied):
 def test_mean_of_a_new_token_is_the_mean_of_its_old_subtokens():
     model, old = tiny_model(seed=0)
     new_tokenizer = tiny_tokenizer(vocab_size=420)
-    rows = MeanInit()(model.get_input_embeddings().weight.detach(), old, new_tokenizer)
+    old_rows = model.get_input_embeddings().weight.detach()
+    rows = MeanInit().plan(old, new_tokenizer, old_rows).apply(old_rows)
     old_bytes = vocabulary_bytes(old)
     lookup = {data: i for i, data in reversed(list(enumerate(old_bytes)))}
     checked = 0

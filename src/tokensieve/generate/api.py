@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tokensieve.errors import UserError
+from tokensieve.generate import SAMPLERS
 from tokensieve.generate.constraints import Constraint
 from tokensieve.generate.language_model import TokenLM
 from tokensieve.generate.smc import GenerationResult, run_smc
-from tokensieve.generate.token_samplers import AWRSSampler, MaskingSampler
 from tokensieve.lm import chat_prompt_ids
 
 METHODS = ("masking", "awrs", "smc")
@@ -59,7 +59,7 @@ def generate(
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
     lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt, chat))
-    sampler = MaskingSampler() if method == "masking" else AWRSSampler()
+    sampler = SAMPLERS.build("masking" if method == "masking" else "awrs")
     result = run_smc(
         lm,
         constraint,

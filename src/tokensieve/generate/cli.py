@@ -53,24 +53,20 @@ def cmd_generate(args) -> int:
 
 
 def _constraint(args):
-    from tokensieve.generate import (
-        LLGuidanceConstraint,
-        PredicateConstraint,
-        RegexConstraint,
-    )
+    """The one constraint given, built by its registry entry (files are read first)."""
+    from tokensieve.generate import CONSTRAINTS
 
-    given = [args.regex, args.json_schema, args.grammar, args.predicate]
-    if sum(x is not None for x in given) != 1:
+    given = {"regex": args.regex, "json-schema": args.json_schema, "grammar": args.grammar,
+             "predicate": args.predicate}  # fmt: skip
+    chosen = [(kind, value) for kind, value in given.items() if value is not None]
+    if len(chosen) != 1:
         raise UserError(
             "give exactly one constraint: --regex, --json-schema, --grammar or --predicate"
         )
-    if args.regex is not None:
-        return RegexConstraint(args.regex)
-    if args.json_schema is not None:
-        return LLGuidanceConstraint.from_json_schema(read_text_file(args.json_schema))
-    if args.grammar is not None:
-        return LLGuidanceConstraint.from_lark(read_text_file(args.grammar))
-    return PredicateConstraint.from_spec(args.predicate)
+    kind, value = chosen[0]
+    if kind in ("json-schema", "grammar"):
+        value = read_text_file(value)
+    return CONSTRAINTS.load(kind)(value)
 
 
 def register(commands) -> None:

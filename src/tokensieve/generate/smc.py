@@ -142,7 +142,7 @@ def run_smc(
     started = time.perf_counter()
     population = [Particle(row=i) for i in range(particles)]
     log_probs = lm.start(particles)
-    checks = tokens = resamples = 0
+    counts = {"checks": 0, "tokens": 0, "resamples": 0}
     log_marginal = 0.0
     bar = tqdm(
         total=max_tokens, desc=f"{sampler.name} x{particles}", disable=not progress, leave=False
@@ -154,18 +154,9 @@ def run_smc(
                 break
             last = step == max_tokens - 1
             for particle in running:
-                if last:  # only an ending can still reach the target: force it
-                    draw = _forced_end(log_probs[particle.row], particle, lm, constraint)
-                else:
-                    mask = constraint.token_mask(lm, particle.token_ids) if use_masks else None
-                    draw = sampler.sample(
-                        _masked(log_probs[particle.row], lm),
-                        _allowed(particle, lm, constraint),
-                        rng,
-                        mask,
-                    )
-                checks += draw.checks
-                tokens += 1
+                draw = _draw(particle, log_probs, lm, constraint, sampler, rng, use_masks, last)
+                counts["checks"] += draw.checks
+                counts["tokens"] += 1
                 _extend(particle, draw, lm)
             bar.update(1)
             weights = [p.log_weight for p in population]
@@ -175,24 +166,45 @@ def run_smc(
             if resample and particles > 1 and ess < ess_threshold * particles:
                 log_marginal += _log_mean_exp(weights)
                 population = _resample(population, weights, rng)
-                resamples += 1
-            running = [p for p in population if p.alive and not p.finished]
-            if not running or step == max_tokens - 1:
-                continue
-            rows = [p.row for p in running]
-            if rows != list(range(log_probs.shape[0])):
-                lm.select(rows)
-            log_probs = lm.step([p.token_ids[-1] for p in running])
-            for row, particle in enumerate(running):
-                particle.row = row
+                counts["resamples"] += 1
+            if not last:
+                log_probs = _step_running(population, log_probs, lm)
     finally:
         bar.close()
+    return _result(population, sampler, log_marginal, counts, time.perf_counter() - started)
+
+
+def _draw(particle, log_probs, lm, constraint, sampler, rng, use_masks: bool, last: bool):
+    """One token for `particle`; at the last allowed step only an ending can be drawn."""
+    if last:  # only an ending can still reach the target: force it
+        return _forced_end(log_probs[particle.row], particle, lm, constraint)
+    mask = constraint.token_mask(lm, particle.token_ids) if use_masks else None
+    allowed = _allowed(particle, lm, constraint)
+    return sampler.sample(_masked(log_probs[particle.row], lm), allowed, rng, mask)
+
+
+def _step_running(population: list[Particle], log_probs, lm: TokenLM):
+    """Advance the model by each running particle's last token (rows follow resampling)."""
+    running = [p for p in population if p.alive and not p.finished]
+    if not running:
+        return log_probs
+    rows = [p.row for p in running]
+    if rows != list(range(log_probs.shape[0])):
+        lm.select(rows)
+    log_probs = lm.step([p.token_ids[-1] for p in running])
+    for row, particle in enumerate(running):
+        particle.row = row
+    return log_probs
+
+
+def _result(population, sampler, log_marginal: float, counts: dict, seconds: float):
+    """Unfinished particles leave the target; the rest are weighted completions."""
     for particle in population:
         if not particle.finished:  # ran out of tokens: outside the target
             particle.log_weight = NEG_INF
     final = [p.log_weight for p in population]
     log_marginal += _log_mean_exp(final)
-    total = _log_mean_exp(final) + math.log(particles)
+    total = _log_mean_exp(final) + math.log(len(population))
     completions = [
         Completion(
             text=p.data.decode("utf-8", errors="replace"),
@@ -206,13 +218,13 @@ def run_smc(
     completions.sort(key=lambda c: -c.weight)
     return GenerationResult(
         sampler=sampler.name,
-        particles=particles,
+        particles=len(population),
         completions=completions,
         log_marginal=log_marginal if completions else NEG_INF,
-        checks=checks,
-        tokens=tokens,
-        seconds=time.perf_counter() - started,
-        resamples=resamples,
+        checks=counts["checks"],
+        tokens=counts["tokens"],
+        seconds=seconds,
+        resamples=counts["resamples"],
     )
 
 

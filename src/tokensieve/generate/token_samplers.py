@@ -205,6 +205,3 @@ def _awrs_weight(q: float, next_allowed: bool | None) -> float:
     if next_allowed is None:
         return 0.0
     return 0.0 if next_allowed else math.log(q)
-
-
-SAMPLERS: dict[str, type[TokenSampler]] = {"masking": MaskingSampler, "awrs": AWRSSampler}

@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokensieve.commandline import Parser
+from tokensieve.commandline import Parser, add_common, add_dataclass_options, config_from_args
 from tokensieve.errors import UserError
-from tokensieve.rl import MASKS
+from tokensieve.rl.config import RunConfig
 from tokensieve.rl.tasks import TASKS
 
 
 def cmd_train(args) -> int:
-    from tokensieve.rl.run import RunConfig, train
+    from tokensieve.rl.run import train
 
-    config = RunConfig(
-        task=args.task, mask=args.mask, rho=args.rho, steps=args.steps, model=args.model,
-        seed=args.seed, group_size=args.group_size, prompts_per_step=args.prompts_per_step,
-        max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
-        temperature=args.temperature, epsilon_high=args.epsilon_high,
-        save_every=args.save_every, top_p=args.top_p, eval_every=args.eval_every,
-        eval_problems=args.eval_problems, normalize=args.normalize, cov_ratio=args.cov_ratio,
-        implementation="trl" if args.plain_trl else "tokensieve",
-    )  # fmt: skip
+    config = config_from_args(RunConfig, args)
     final = train(config, args.out, progress=not args.quiet)
     print(
         f"trained {config.steps} steps; model in {final}, metrics in {Path(args.out)}/metrics.jsonl"
@@ -106,45 +98,17 @@ def register(commands) -> None:
     rl = commands.add_parser("rl", help="RL with verifiable rewards on the forking tokens")
     sub = rl.add_subparsers(dest="rl_command", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="GRPO (TRL) with the policy gradient on selected tokens")
-    t.add_argument("--task", required=True, help=f"one of {', '.join(sorted(TASKS))}")
-    t.add_argument("--mask", default="top-entropy", help=f"one of {', '.join(MASKS)}")
-    t.add_argument("--rho", type=float, default=0.2, help="share of tokens selected")
-    t.add_argument("--steps", type=int, default=200)
     t.add_argument("--out", required=True, help="run directory (resumed if it holds the run)")
-    t.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--group-size", type=int, default=4)
-    t.add_argument("--prompts-per-step", type=int, default=2)
-    t.add_argument("--max-new-tokens", type=int, default=96)
-    t.add_argument("--learning-rate", type=float, default=1e-6)
-    t.add_argument("--temperature", type=float, default=1.0)
-    t.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (1: off)")
-    t.add_argument("--epsilon-high", type=float, default=0.28, help="clip-higher (0.2: off)")
+    add_dataclass_options(t, RunConfig)
     t.add_argument(
-        "--normalize",
-        default="all",
-        choices=["all", "selected"],
-        help="token-level loss over all response tokens or the selected ones",
-    )
-    t.add_argument("--cov-ratio", type=float, default=2e-4, help="clip-cov/kl-cov token share")
-    t.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
-    t.add_argument(
-        "--eval-every",
-        type=int,
-        default=0,
-        help="test accuracy every N steps, at 0 and at the end (0: never)",
-    )
-    t.add_argument("--eval-problems", type=int, default=64)
-    t.add_argument(
-        "--plain-trl",
-        action="store_true",
+        "--plain-trl", dest="implementation", action="store_const", const="trl",
         help="TRL's own GRPOTrainer, unchanged (the all-token anchor; --mask all)",
-    )
-    t.add_argument("--quiet", action="store_true")
+    )  # fmt: skip
+    add_common(t, "quiet")
     t.set_defaults(run=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a model on a task")
-    e.add_argument("--task", required=True)
+    e.add_argument("--task", required=True, choices=TASKS)
     e.add_argument("--model", help="model directory (e.g. RUN/final; default: embedded)")
     e.add_argument("--problems", type=int, default=32)
     e.add_argument("--max-new-tokens", type=int, default=96)

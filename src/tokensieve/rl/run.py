@@ -17,79 +17,16 @@ again changes nothing.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from tokensieve.errors import UserError, check_sampling, first_line
 from tokensieve.outputs import check_output, follow_umask, pause_point, write_atomic
-from tokensieve.rl import MASKS
+from tokensieve.rl.config import RunConfig
 from tokensieve.rl.rollouts import require_chat_template
 from tokensieve.rl.tasks import get_task
-
-TRAINER_MASKS = tuple(MASKS)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    task: str
-    mask: str = "top-entropy"
-    rho: float = 0.2
-    steps: int = 200
-    model: str | None = None  # None: the embedded model
-    seed: int = 0
-    group_size: int = 4  # completions per prompt (GRPO's group)
-    prompts_per_step: int = 2
-    max_new_tokens: int = 96
-    learning_rate: float = 1e-6
-    temperature: float = 1.0  # the paper's: entropies are those of the sampled policy
-    top_p: float = 0.9  # nucleus sampling; the tasks' difficulty is tuned with it
-    epsilon_high: float = 0.28  # clip-higher (DAPO); = 0.2 for symmetric clipping
-    save_every: int = 10
-    eval_every: int = 0  # test accuracy every N steps (and at 0 and the end); 0: never
-    eval_problems: int = 64
-    normalize: str = "all"  # loss over all response tokens (the paper's), or "selected"
-    cov_ratio: float = 2e-4  # Clip-Cov / KL-Cov: share of tokens they act on
-    implementation: str = "tokensieve"  # "trl": TRL's own GRPOTrainer, the all-token anchor
-
-    def validate(self) -> None:
-        get_task(self.task)
-        if self.mask not in TRAINER_MASKS:
-            raise UserError(f"unknown mask {self.mask!r}; choose {', '.join(TRAINER_MASKS)}")
-        for name in ("rho", "cov_ratio"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise UserError(
-                    f"{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}"
-                )
-        if self.normalize not in ("all", "selected"):
-            raise UserError("normalize must be 'all' or 'selected'")
-        for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every",
-                     "eval_problems"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1")
-        if self.implementation not in ("tokensieve", "trl"):
-            raise UserError("implementation must be 'tokensieve' or 'trl'")
-        if self.implementation == "trl" and self.mask != "all":
-            raise UserError("TRL's own trainer trains on every token: use it with --mask all")
-        if self.eval_every < 0:
-            raise UserError("eval-every must be 0 (never) or more")
-        check_sampling(self.temperature, self.top_p)
-        if self.temperature <= 0:
-            raise UserError("temperature must be positive (GRPO samples)")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise UserError(f"learning-rate must be a positive number, got {self.learning_rate}")
-        if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
-            raise UserError(f"epsilon-high must be a number ≥ 0, got {self.epsilon_high}")
-        if self.group_size < 2:
-            raise UserError("group-size must be at least 2 (GRPO compares completions)")
-
-    def token_mask(self):
-        cls = MASKS[self.mask]
-        if self.mask in ("clip-cov", "kl-cov"):
-            return cls(ratio=self.cov_ratio)
-        return cls() if self.mask == "all" else cls(rho=self.rho)
 
 
 def check_config(out: Path, config: RunConfig) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tokensieve.errors import UserError
+from tokensieve.registry import Registry
 
 ANSWER = re.compile(r"Answer:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 NUMBER = re.compile(r"[-+]?\d+")
@@ -177,19 +178,17 @@ def _check_compare(answer: str, problem: Problem) -> bool:
     return _number(answer) == problem.data["larger"]
 
 
-TASKS: dict[str, Task] = {}
+TASKS = Registry("task", {})
 
 
 def register_task(task: Task) -> Task:
     """Make `task` available by name (CLI ``--task``)."""
-    TASKS[task.name] = task
+    TASKS.add(task.name, task)
     return task
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    return TASKS.load(name)
 
 
 register_task(Task("arithmetic", _arithmetic, _check_arithmetic, last_number))

@@ -48,8 +48,6 @@ def _count(rho: float, n: int) -> int:
 
 
 class TokenMask(ABC):
-    name = "mask"
-
     @abstractmethod
     def select(
         self,
@@ -65,8 +63,6 @@ class TokenMask(ABC):
 
 
 class AllTokens(TokenMask):
-    name = "all"
-
     def select(self, *, valid, **_) -> TokenSelection:
         return TokenSelection(valid.clone())
 
@@ -74,7 +70,6 @@ class AllTokens(TokenMask):
 @dataclass
 class TopEntropy(TokenMask):
     rho: float = 0.2
-    name = "top_entropy"
 
     def __post_init__(self):
         _check_rho(self.rho)
@@ -86,7 +81,6 @@ class TopEntropy(TokenMask):
 @dataclass
 class BottomEntropy(TokenMask):
     rho: float = 0.8
-    name = "bottom_entropy"
 
     def __post_init__(self):
         _check_rho(self.rho)
@@ -105,7 +99,6 @@ def _rank_entropy(entropy, valid, rho, highest: bool) -> torch.Tensor:
 @dataclass
 class RandomTokens(TokenMask):
     rho: float = 0.2
-    name = "random"
 
     def __post_init__(self):
         _check_rho(self.rho)
@@ -131,7 +124,6 @@ class ClipCov(TokenMask):
     ratio: float = 2e-4
     low: float = 1.0
     high: float = 5.0
-    name = "clip_cov"
 
     def select(self, *, valid, log_prob, advantages, clipped=None, generator=None, **_):
         cov = covariance(log_prob, advantages, valid)
@@ -150,7 +142,6 @@ class ClipCov(TokenMask):
 class KLCov(TokenMask):
     ratio: float = 2e-4
     kl_coef: float = 1.0
-    name = "kl_cov"
 
     def select(self, *, valid, log_prob, advantages, **_):
         cov = covariance(log_prob, advantages, valid).flatten()

@@ -10,7 +10,8 @@ better start should need fewer steps to reach the same loss.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -61,6 +62,25 @@ def check_options(steps: int, batch_size: int, length: int, lr: float, eval_ever
         raise UserError(f"the learning rate must be a positive number, got {lr}")
 
 
+@contextmanager
+def _only_these_train(model, trained: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Inside, only `trained` gets gradients and the model is in training mode; after,
+    every flag and the mode are as they were."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    try:
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in trained:
+            parameter.requires_grad_(True)
+        model.train()
+        yield
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(flags[name])
+        model.train(was_training)
+
+
 def finetune_embeddings(
     model,
     tokenizer,
@@ -89,8 +109,6 @@ def finetune_embeddings(
                         f"({context})")  # fmt: skip
     windows = training_windows(tokenizer, texts, length)
     trained = vocabulary_parameters(model)
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
     log = FinetuneLog()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
@@ -101,16 +119,12 @@ def finetune_embeddings(
             log.evaluations.append((step, float(evaluate(model))))
             model.train()
 
-    try:
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for parameter in trained:
-            parameter.requires_grad_(True)
-        model.train()
+    with _only_these_train(model, trained):
         run_evaluation(0)
         bar = tqdm(range(1, steps + 1), desc="embedding fine-tune", disable=not progress)
         for step in bar:
-            batch = windows[torch.randint(len(windows), (batch_size,), generator=generator)]
+            rows = torch.randint(len(windows), (batch_size,), generator=generator)
+            batch = windows[rows].to(trained[0].device)
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             optimizer.step()
@@ -119,8 +133,4 @@ def finetune_embeddings(
             bar.set_postfix(loss=f"{log.losses[-1]:.3f}")
             if step == steps or (eval_every and step % eval_every == 0):
                 run_evaluation(step)
-    finally:
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(flags[name])
-        model.train(was_training)
     return log

@@ -115,10 +115,6 @@ class Initializer(ABC):
         plan.mixtures = self.mix(todo, old_tokenizer, old_rows, plan)
         return plan
 
-    def __call__(self, old_rows: torch.Tensor, old_tokenizer, new_tokenizer) -> torch.Tensor:
-        """``[V_old, d]`` rows → ``[V_new, d]`` rows for `new_tokenizer`'s vocabulary."""
-        return self.plan(old_tokenizer, new_tokenizer, old_rows).apply(old_rows)
-
     @abstractmethod
     def mix(
         self, todo: list[NewToken], old_tokenizer, old_rows: torch.Tensor, plan: Plan

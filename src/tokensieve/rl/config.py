@@ -1,0 +1,85 @@
+"""One RL run's configuration, declared once: the fields, their defaults and their help.
+
+`tokensieve rl train`'s options are generated from these fields
+(`tokensieve.commandline.add_dataclass_options`), run.json stores them, and `validate`
+checks them in the library's words before anything loads. Light (no torch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tokensieve.errors import UserError, check_sampling
+from tokensieve.rl import MASKS
+from tokensieve.rl.tasks import TASKS, get_task
+
+
+def _option(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = field(metadata={"help": "the verifiable task", "choices": TASKS})
+    mask: str = _option("top-entropy", "which response tokens carry the policy gradient",
+                        choices=MASKS)  # fmt: skip
+    rho: float = _option(0.2, "share of tokens selected (top-, bottom-entropy, random)")
+    steps: int = _option(200, "optimiser steps")
+    model: str | None = _option(None, "local HF model directory or .gguf (default: embedded)")
+    seed: int = _option(0, "seed of sampling, masks and evaluation")
+    group_size: int = _option(4, "completions per prompt (GRPO's group)")
+    prompts_per_step: int = _option(2, "prompts per optimiser step")
+    max_new_tokens: int = _option(96, "longest completion in tokens")
+    learning_rate: float = _option(1e-6, "AdamW learning rate")
+    temperature: float = _option(
+        1.0, "rollout temperature (1: the paper's; entropies are the sampled policy's)"
+    )
+    top_p: float = _option(0.9, "nucleus sampling of rollouts (1: off)")
+    epsilon_high: float = _option(0.28, "clip-higher, DAPO (0.2: symmetric clipping)")
+    save_every: int = _option(10, "checkpoint every N steps")
+    eval_every: int = _option(0, "test accuracy every N steps, at 0 and at the end (0: never)")
+    eval_problems: int = _option(64, "test problems per evaluation")
+    normalize: str = _option("all", "token-level loss over all response tokens or the "
+                             "selected ones", choices=("all", "selected"))  # fmt: skip
+    cov_ratio: float = _option(2e-4, "share of tokens Clip-Cov / KL-Cov act on")
+    implementation: str = _option(
+        "tokensieve", "tokensieve's trainer, or TRL's own GRPOTrainer (the all-token anchor)",
+        choices=("tokensieve", "trl"),
+    )  # fmt: skip
+
+    def validate(self) -> None:
+        get_task(self.task)
+        MASKS.load(self.mask)
+        for name in ("rho", "cov_ratio"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise UserError(
+                    f"{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}"
+                )
+        if self.normalize not in ("all", "selected"):
+            raise UserError("normalize must be 'all' or 'selected'")
+        for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every",
+                     "eval_problems"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1")
+        if self.implementation not in ("tokensieve", "trl"):
+            raise UserError("implementation must be 'tokensieve' or 'trl'")
+        if self.implementation == "trl" and self.mask != "all":
+            raise UserError("TRL's own trainer trains on every token: use it with --mask all")
+        if self.eval_every < 0:
+            raise UserError("eval-every must be 0 (never) or more")
+        check_sampling(self.temperature, self.top_p)
+        if self.temperature <= 0:
+            raise UserError("temperature must be positive (GRPO samples)")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise UserError(f"learning-rate must be a positive number, got {self.learning_rate}")
+        if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
+            raise UserError(f"epsilon-high must be a number ≥ 0, got {self.epsilon_high}")
+        if self.group_size < 2:
+            raise UserError("group-size must be at least 2 (GRPO compares completions)")
+
+    def token_mask(self):
+        cls = MASKS[self.mask]
+        if self.mask in ("clip-cov", "kl-cov"):
+            return cls(ratio=self.cov_ratio)
+        return cls() if self.mask == "all" else cls(rho=self.rho)
