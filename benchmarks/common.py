@@ -1,6 +1,6 @@
 """Shared plumbing for benchmark scripts: records, medians, resume, writing results.
 
-Results follow shared/benchmarks.md: a JSON list of records, one per figure, plus an
+Results follow the project's benchmark format: a JSON list of records, one per figure, plus an
 `environment` record, a Markdown table and PNG plots under benchmarks/results/.
 Finished cells are appended to a JSON-lines checkpoint so an interrupted run resumes.
 """

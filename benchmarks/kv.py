@@ -421,7 +421,7 @@ def best(records, metric, impl, pick, context, budget, evicting=False):
 
 
 def goals(records) -> list[str]:
-    lines = ["## Goals (issue 4)", ""]
+    lines = ["## Goals", ""]
     for metric, pick, context, label in (
         ("passkey_accuracy", max, 1024, "passkey accuracy at 1k tokens (higher is better)"),
         ("kl_to_full", min, FIDELITY_CONTEXT, "KL to the full cache (lower is better)"),

@@ -37,7 +37,7 @@ ARMS = {
     "bottom_entropy": ("tokensieve", "bottom-entropy", 0.8),
     "random": ("tokensieve", "random", 0.2),
 }
-# metrics.jsonl key → results metric name (shared/benchmarks.md)
+# metrics.jsonl key → results metric name (the benchmark format's names)
 METRICS = [
     ("test_accuracy", "test_accuracy"),
     ("reward", "train_reward"),

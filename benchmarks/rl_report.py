@@ -1,4 +1,4 @@
-"""Table and plots of the RL benchmark from its records (shared/benchmarks.md)."""
+"""Table and plots of the RL benchmark, rebuilt from its JSON records."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 
 from tokensieve.commandline import Parser, quiet_libraries
@@ -27,6 +28,11 @@ def build_parser() -> Parser:
     return parser
 
 
+def as_flags(message: str) -> str:
+    """The library names a parameter `like_this`; on the command line it is --like-this."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet_libraries(getattr(args, "quiet", False))
             return args.run(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {as_flags(str(exc))}", file=sys.stderr)
         return 2
     except Terminated as exc:
         print(f"error: stopped by {exc}", file=sys.stderr)

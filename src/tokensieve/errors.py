@@ -12,7 +12,8 @@ class UserError(ValueError):
 
     A `ValueError`, so library callers may catch it as one. Bugs raise anything else and
     may traceback; this one never reaches the user as a traceback: `tokensieve.cli`
-    turns it into ``error: <message>`` and exit code 2.
+    turns it into ``error: <message>`` and exit code 2. Messages name a parameter in
+    backquotes (`max_tokens`); the command line prints it as its flag (--max-tokens).
     """
 
 
@@ -59,6 +60,6 @@ def check_sampling(temperature: float, top_p: float = 1.0) -> None:
     import math
 
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise UserError(f"temperature must be a number ≥ 0 (0 is greedy), got {temperature}")
+        raise UserError(f"`temperature` must be a number ≥ 0 (0 is greedy), got {temperature}")
     if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
-        raise UserError(f"top-p must be in (0, 1], got {top_p}")
+        raise UserError(f"`top_p` must be in (0, 1], got {top_p}")

@@ -108,7 +108,7 @@ def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError("the model has no chat template; analyse a text with --text/--file")
+        raise UserError("the model has no chat template; analyse a text with `text` or `file`")
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )

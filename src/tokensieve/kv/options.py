@@ -14,12 +14,12 @@ def parse_budget(text: str) -> float | int:
         value = float(text)
     except ValueError:
         raise UserError(
-            f"--budget must be a fraction like 0.2 or a token count, got {text!r}"
+            f"`budget` must be a fraction like 0.2 or a token count, got {text!r}"
         ) from None
     if value.is_integer() and value > 1:
         return int(value)
     if not 0.0 < value <= 1.0:
-        raise UserError(f"--budget must be in (0, 1] as a fraction or > 1 tokens, got {text}")
+        raise UserError(f"`budget` must be in (0, 1] as a fraction or > 1 tokens, got {text}")
     return value
 
 

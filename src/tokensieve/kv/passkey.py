@@ -4,7 +4,8 @@ The prompt is a chat turn (haystack with the key sentence at a chosen depth, the
 question) whose answer is started for the model: "The secret passkey is". The case
 counts as correct when the digits the model then produces greedily equal the key.
 Scoring the continuation instead of a free answer measures retrieval, not the small
-model's verbosity (setup notes: free answers find the key in 3/6 cases at 1k tokens).
+model's verbosity (measured on the embedded model with the full cache: free answers
+find the key in 3 of 6 cases at 1k tokens).
 """
 
 from __future__ import annotations

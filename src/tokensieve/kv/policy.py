@@ -44,7 +44,10 @@ class KVPolicy:
     name: ClassVar[str] = "policy"
     needs_attention: ClassVar[bool] = True
     needs_logits: ClassVar[bool] = False  # True: `after_forward` sees the model's logits
-    every_step: ClassVar[bool] = True  # False: compress once, after the prompt
+    # When the cache shrinks to the budget: "every step" (after each forward), "prefill"
+    # (once, after the prompt), "per input" (after each multi-token input: SirLLM's
+    # turns) or "never" (selection policies: every key stays, each step reads a few).
+    compresses: ClassVar[str] = "every step"
     query_rows: ClassVar[int | None] = None  # observe only the last rows (None: all)
 
     def __post_init__(self) -> None:
@@ -78,8 +81,12 @@ class KVPolicy:
 
     def compress_after_attention(self, layer) -> bool:
         """Evict right after this layer's attention? (default: prefill, and every step
-        for policies with ``every_step``)."""
+        for policies that compress every step)."""
         return layer.calls == 0 or self.every_step
+
+    @property
+    def every_step(self) -> bool:
+        return self.compresses == "every step"
 
     def observes(self, layer) -> bool:
         """Does this forward's attention matter to the policy? (default: whenever it

@@ -21,6 +21,7 @@ class SelectionPolicy(KVPolicy):
 
     needs_attention = False
     selects = True
+    compresses = "never"
 
     def keep_indices(self, layer, budget):
         return None

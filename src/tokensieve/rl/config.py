@@ -53,30 +53,28 @@ class RunConfig:
         MASKS.load(self.mask)
         for name in ("rho", "cov_ratio"):
             if not 0.0 < getattr(self, name) <= 1.0:
-                raise UserError(
-                    f"{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}"
-                )
+                raise UserError(f"`{name}` must be in (0, 1], got {getattr(self, name)}")
         if self.normalize not in ("all", "selected"):
             raise UserError("normalize must be 'all' or 'selected'")
         for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every",
                      "eval_problems"):  # fmt: skip
             if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1")
+                raise UserError(f"`{name}` must be at least 1")
         if self.implementation not in ("tokensieve", "trl"):
             raise UserError("implementation must be 'tokensieve' or 'trl'")
         if self.implementation == "trl" and self.mask != "all":
-            raise UserError("TRL's own trainer trains on every token: use it with --mask all")
+            raise UserError("TRL's own trainer trains on every token: use it with `mask` all")
         if self.eval_every < 0:
-            raise UserError("eval-every must be 0 (never) or more")
+            raise UserError("`eval_every` must be 0 (never) or more")
         check_sampling(self.temperature, self.top_p)
         if self.temperature <= 0:
             raise UserError("temperature must be positive (GRPO samples)")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise UserError(f"learning-rate must be a positive number, got {self.learning_rate}")
+            raise UserError(f"`learning_rate` must be a positive number, got {self.learning_rate}")
         if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
-            raise UserError(f"epsilon-high must be a number ≥ 0, got {self.epsilon_high}")
+            raise UserError(f"`epsilon_high` must be a number ≥ 0, got {self.epsilon_high}")
         if self.group_size < 2:
-            raise UserError("group-size must be at least 2 (GRPO compares completions)")
+            raise UserError("`group_size` must be at least 2 (GRPO compares completions)")
 
     def token_mask(self):
         cls = MASKS[self.mask]

@@ -41,7 +41,7 @@ def check_config(out: Path, config: RunConfig) -> bool:
         if out.is_dir() and any(out.iterdir()):
             raise UserError(
                 f"{out} holds files but no run.json, so it is not a tokensieve rl run; "
-                "choose a new --out"
+                "choose a new `out`"
             )
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(asdict(config), indent=1) + "\n")
@@ -55,7 +55,7 @@ def check_config(out: Path, config: RunConfig) -> bool:
     if changed:
         raise UserError(
             f"{out} holds a run with a different configuration ({'; '.join(changed)}); "
-            "resume it with the same options or choose a new --out"
+            "resume it with the same options or choose a new `out`"
         )
     return (out / "final").is_dir()
 
@@ -251,9 +251,9 @@ def _save_final(trainer, tokenizer, out: Path) -> Path:
 def check_evaluation(problems: int, max_new_tokens: int, temperature: float, top_p: float):
     """An evaluation's options, checked before any model loads."""
     if problems < 1:
-        raise UserError(f"problems must be at least 1, got {problems}")
+        raise UserError(f"`problems` must be at least 1, got {problems}")
     if max_new_tokens < 1:
-        raise UserError(f"max-new-tokens must be at least 1, got {max_new_tokens}")
+        raise UserError(f"`max_new_tokens` must be at least 1, got {max_new_tokens}")
     check_sampling(temperature, top_p)
 
 

@@ -1,6 +1,6 @@
 """Token-mask strategies: which response tokens the policy gradient is computed on.
 
-"Beyond the 80/20 Rule" (shared/papers/000, first entry) restricts the update to the
+"Beyond the 80/20 Rule" (Wang et al., 2025, arXiv:2506.01939) restricts the update to the
 top-20% entropy tokens of the batch (``TopEntropy(0.2)``) and ablates with the other
 80% (``BottomEntropy(0.8)``); ``RandomTokens`` is the matched-size control. Clip-Cov and
 KL-Cov ("The Entropy Mechanism of RL for Reasoning LMs") act on tokens whose

@@ -50,7 +50,7 @@ def train_tokenizer(
     seed: int = 0,
 ) -> PreTrainedTokenizerFast:
     if vocab_size < 300:
-        raise UserError(f"--vocab-size must be at least 300 (256 bytes + merges), got {vocab_size}")
+        raise UserError(f"`vocab_size` must be at least 300 (256 bytes + merges), got {vocab_size}")
     if not any(t.strip() for t in texts):
         raise UserError("the corpus is empty")
     specials = list(base_tokenizer.all_special_tokens) if base_tokenizer is not None else []

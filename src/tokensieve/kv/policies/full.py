@@ -12,6 +12,7 @@ class FullPolicy(KVPolicy):
     budget: float | int = 1.0
     name = "full"
     needs_attention = False
+    compresses = "never"
 
     def keep_indices(self, layer, budget):
         return None

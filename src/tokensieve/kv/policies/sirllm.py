@@ -30,6 +30,7 @@ class SirLLMPolicy(KVPolicy):
     name = "sirllm"
     needs_attention = False
     needs_logits = True
+    compresses = "per input"
 
     def compress_after_attention(self, layer) -> bool:
         return False

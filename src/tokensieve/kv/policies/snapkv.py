@@ -20,7 +20,7 @@ class SnapKVPolicy(KVPolicy):
     window: int = 64
     kernel: int = 5
     name = "snapkv"
-    every_step = False
+    compresses = "prefill"
 
     @property
     def query_rows(self) -> int:

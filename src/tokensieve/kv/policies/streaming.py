@@ -3,8 +3,9 @@
 Keeps the first `sink` tokens (4 in the paper) and fills the rest of the budget with
 the most recent tokens, the same set in every layer and head. The paper re-rotates
 cached keys to their in-cache positions ("pos shift"); keys here keep their original
-RoPE rotation (as kvpress's StreamingLLMPress without KeyRerotationPress), which the
-spec's pitfall 1 allows and which keeps positions consistent for the query.
+RoPE rotation, as kvpress's StreamingLLMPress does without its KeyRerotationPress. This
+is a deviation from the paper (no pos-shift yet), so texts longer than the model's
+context cannot be streamed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""Every registered policy passes `check_policy`'s generic guarantees."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokensieve.kv import POLICIES, make_policy
+from tokensieve.kv.testing import check_policy
+
+TEXT = (
+    "Return a copy of the string with leading whitespace removed. If chars is given "
+    "and not None, remove characters in chars instead."
+)
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_every_policy_passes_the_generic_checks(tiny, name):
+    model, tokenizer = tiny
+    ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    policy = make_policy(name) if name == "full" else make_policy(name, budget=0.3)
+    check_policy(policy, model, ids)
+
+
+def test_the_harness_catches_a_policy_that_breaks_its_budget(tiny):
+    """A policy that keeps everything while claiming a budget must fail the check."""
+    from dataclasses import dataclass
+
+    from tokensieve.kv.policy import KVPolicy
+
+    @dataclass
+    class KeepsEverything(KVPolicy):
+        name = "keeps-everything"
+        needs_attention = False
+
+        def keep_indices(self, layer, budget):
+            return None  # never evicts, whatever the budget
+
+    model, tokenizer = tiny
+    ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    with pytest.raises(AssertionError, match="slots"):
+        check_policy(KeepsEverything(budget=0.3), model, ids)
