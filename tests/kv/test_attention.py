@@ -47,13 +47,13 @@ def test_last_rows_only_equal_eager(tiny):
     reference = eager_run(model, ids)
     seen = []
     policy = SnapKVPolicy(budget=1.0, window=4)
-    original = policy.observe
+    original = policy.score
 
-    def observe(layer, attention, index):
-        seen.append(attention)
-        original(layer, attention, index)
+    def score(scores, what):
+        seen.append(what.attention)
+        return original(scores, what)
 
-    policy.observe = observe
+    policy.score = score
     out, _ = scored_run(model, ids, policy)
     torch.testing.assert_close(out.logits, reference.logits, rtol=1e-4, atol=1e-5)
     assert len(seen) == model.config.num_hidden_layers

@@ -22,21 +22,21 @@ def test_every_policy_passes_the_generic_checks(tiny, name):
     check_policy(policy, model, ids)
 
 
-def test_the_harness_catches_a_policy_that_breaks_its_budget(tiny):
-    """A policy that keeps everything while claiming a budget must fail the check."""
+def test_the_harness_catches_a_policy_that_is_not_reproducible(tiny):
+    """A policy ranking by unseeded randomness must fail the check."""
     from dataclasses import dataclass
 
     from tokensieve.kv.policy import KVPolicy
 
     @dataclass
-    class KeepsEverything(KVPolicy):
-        name = "keeps-everything"
-        needs_attention = False
+    class Unseeded(KVPolicy):
+        name = "unseeded"
+        reads = "nothing"
 
-        def keep_indices(self, layer, budget):
-            return None  # never evicts, whatever the budget
+        def rank(self, scores):
+            return torch.rand(scores.shape)  # the global generator: differs run to run
 
     model, tokenizer = tiny
     ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
-    with pytest.raises(AssertionError, match="slots"):
-        check_policy(KeepsEverything(budget=0.3), model, ids)
+    with pytest.raises(AssertionError, match="two equal runs"):
+        check_policy(Unseeded(budget=0.3), model, ids)

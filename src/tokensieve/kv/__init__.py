@@ -11,6 +11,9 @@ def make_policy(name: str, **options):
 
 __all__ = [
     "POLICIES",
+    "Budget",
+    "Seen",
+    "SelectionPolicy",
     "CompressedCache",
     "CompressedLayer",
     "FullPolicy",
@@ -32,7 +35,8 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "tokensieve.kv.cache": ["CompressedCache", "CompressedLayer", "compression"],
-        "tokensieve.kv.policy": ["KVPolicy"],
+        "tokensieve.kv.policy": ["Budget", "KVPolicy", "Seen"],
+        "tokensieve.kv.selection": ["SelectionPolicy"],
         "tokensieve.kv.policies": [
             "FullPolicy", "H2OPolicy", "KeyformerPolicy", "RandomPolicy", "SirLLMPolicy",
             "SnapKVPolicy", "StreamingPolicy", "TOVAPolicy", "TidalDecodePolicy",

@@ -3,8 +3,8 @@
 Eager attention materialises ``[heads, n, n]`` weights per layer (2.4 GB for SmolLM2
 at 8k tokens) only so that a policy can read them, and is several times slower than
 SDPA on long prompts. ``tokensieve_scoring`` computes attention chunk by chunk of
-query rows and hands each chunk's weights to the policy (`KVPolicy.observe` sums over
-rows, so chunks add up); policies that read only the last rows (SnapKV's window,
+query rows and hands each chunk's weights to the policy (`KVPolicy.score` adds up over
+chunks of rows); policies that read only the last rows (SnapKV's window,
 TOVA's newest query) declare ``query_rows`` and the other rows run through SDPA
 without weights. The result equals eager attention.
 """
@@ -59,7 +59,7 @@ def scoring_attention(module, query, key, value, attention_mask, scaling, dropou
     """Attention whose weights go to the cache's policy chunk by chunk, never returned."""
     cache = module._tokensieve_cache
     rows = query.shape[2]
-    if not cache.policy.observes(cache.layers[module.layer_idx]):  # e.g. SnapKV after the prompt
+    if not cache.wants_attention(module.layer_idx):  # e.g. SnapKV after the prompt
         output = sdpa_rows(query, key, value, attention_mask, scaling)
         return output.transpose(1, 2).contiguous(), None
     wanted = cache.policy.query_rows

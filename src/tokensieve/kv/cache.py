@@ -20,6 +20,7 @@ mask serves all layers.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from tokensieve.errors import UserError
 from tokensieve.kv.attention import SCORING
-from tokensieve.kv.policy import KVPolicy
+from tokensieve.kv.policy import Budget, Seen
 from tokensieve.lm import attention_modules
 from tokensieve.models import passed_cache
 
@@ -105,7 +106,7 @@ class CompressedCache(Cache):
     """The cache to pass to the model (`tokensieve.models.with_cache`); eviction needs
     `compression(model, cache)`."""
 
-    def __init__(self, config, policy: KVPolicy):
+    def __init__(self, config, policy: Budget):
         model_type = getattr(config, "model_type", "")
         kinds = getattr(config, "layer_types", None)
         partial = (
@@ -124,7 +125,7 @@ class CompressedCache(Cache):
         self.policy = policy
         self.budget: int | None = None
         self.prompt_length: int | None = None
-        self.state: dict = {}  # per-stream policy state (e.g. SirLLM's last logits)
+        self.policy_state = policy.new_state()  # the policy's own, typed, for this stream
         self.observed = False  # set when the policy has seen attention weights
         self.active = False  # set inside `compression(model, cache)`, where eviction happens
         self._warned = False
@@ -159,23 +160,64 @@ class CompressedCache(Cache):
             self.budget = self.policy.resolve_budget(self.prompt_length)
         return self.budget
 
+    def seen(self, layer_idx: int, attention: torch.Tensor | None = None) -> Seen:
+        layer = self.layers[layer_idx]
+        return Seen(layer_idx, layer.calls, layer.keys.shape[1], attention, self.policy_state)
+
+    def wants_attention(self, layer_idx: int) -> bool:
+        """Does this forward's attention matter to the policy? (otherwise attention runs
+        without weights, through SDPA)"""
+        return self.policy.reads == "attention" and self._compresses_now(layer_idx)
+
+    def _compresses_now(self, layer_idx: int) -> bool:
+        when = self.policy.compresses
+        return when == "every step" or (when == "prefill" and self.layers[layer_idx].calls == 0)
+
     def observe(self, layer_idx: int, attention: torch.Tensor) -> None:
         """Let the policy score the layer's slots from some query rows' attention."""
-        self.policy.observe(self.layers[layer_idx], attention, layer_idx)
+        layer = self.layers[layer_idx]
+        layer.scores = self.policy.score(layer.scores, self.seen(layer_idx, attention))
         self.observed = True
 
     def after_attention(self, layer_idx: int, attention: torch.Tensor | None) -> None:
         """After a layer's attention (already observed when `attention` is None), evict
-        to the budget."""
+        to the budget when the policy compresses now."""
         layer = self.layers[layer_idx]
         self.resolve_budget()
-        if attention is not None:
+        if attention is not None and self.wants_attention(layer_idx):
             self.observe(layer_idx, attention)
-        if self.policy.compress_after_attention(layer):
-            indices = self.policy.keep_indices(layer, self.budget)
-            if indices is not None:
-                layer.keep(indices)
+        if self._compresses_now(layer_idx):
+            self.evict(layer_idx)
         layer.calls += 1
+
+    def after_forward(self, input_ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """For policies reading logits: the new tokens' scores go to every layer and head;
+        after an input (more than one token) those compressing per input compress."""
+        scores = self.policy.token_scores(self.policy_state, input_ids, logits)
+        new = input_ids.shape[1]
+        for layer in self.layers:
+            layer.scores[..., -new:] = scores[:, None, :].to(layer.scores.device)
+        if self.policy.compresses == "per input" and new > 1:
+            budget = self.resolve_budget()
+            for index, layer in enumerate(self.layers):
+                layer.scores = self.policy.score(layer.scores, self.seen(index))
+                self.evict(index, budget)
+
+    def evict(self, layer_idx: int, budget: int | None = None) -> None:
+        """Keep the sink, the recent window and the top-ranked rest, per KV head."""
+        layer = self.layers[layer_idx]
+        budget = self.budget if budget is None else budget
+        kept = layer.physical_length()
+        if kept <= budget:
+            return
+        scores = self.policy.rank(layer.scores).clone().float()
+        recent = self.policy.recent_slots(budget)
+        if self.policy.sink:
+            scores[..., : self.policy.sink] = math.inf
+        if recent:
+            scores[..., kept - recent :] = math.inf
+        indices = scores.topk(budget, dim=-1).indices
+        layer.keep(indices.sort(dim=-1).values)
 
 
 def attention_layers(model) -> list[torch.nn.Module]:
@@ -197,17 +239,18 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     def hook(module, args, kwargs, output):
         if passed_cache(kwargs) is cache:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            wanted = cache.wants_attention(module.layer_idx)
             cache.after_attention(module.layer_idx, weights)
-            if cache.policy.needs_attention and not cache.observed:
+            if wanted and not cache.observed:
                 raise RuntimeError("the policy saw no attention weights")
 
     previous = model.config._attn_implementation
     modules = attention_layers(model)
-    if getattr(cache.policy, "selects", False):
+    if cache.policy.compresses == "never" and hasattr(cache.policy, "select"):
         from tokensieve.kv.selection import IMPLEMENTATION
 
         model.set_attn_implementation(IMPLEMENTATION)
-    elif cache.policy.needs_attention:
+    elif cache.policy.reads == "attention":
         model.set_attn_implementation(SCORING)
     for module in modules:
         module._tokensieve_cache = cache
@@ -216,7 +259,8 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     def logits_hook(module, args, kwargs, output):
         if passed_cache(kwargs) is cache:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
-            cache.policy.after_forward(cache, input_ids, output.logits)
+            if input_ids is not None:
+                cache.after_forward(input_ids, output.logits)
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in modules]
 
@@ -225,7 +269,7 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
             kwargs["logits_to_keep"] = 0
         return args, kwargs
 
-    if cache.policy.needs_logits:
+    if cache.policy.reads == "logits":
         handles.append(model.register_forward_pre_hook(all_logits, with_kwargs=True))
         handles.append(model.register_forward_hook(logits_hook, with_kwargs=True))
     try:

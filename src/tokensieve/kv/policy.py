@@ -1,12 +1,26 @@
-"""`KVPolicy`: which cached positions matter. Policies score; the base class keeps.
+"""The KV policy protocol: a policy declares what it reads and when it compresses, and
+returns scores; the cache keeps the top-scoring slots (eviction is the cache's).
 
-A policy turns what one forward showed (attention weights ``[batch, heads, queries,
-keys]``) into per-slot scores ``[batch, kv_heads, kept]`` (``observe``). The base
-class owns everything else (the anchor for this shape is kvpress's `ScorerPress`):
+An eviction policy (`KVPolicy`) declares:
+
+- ``reads``: ``"attention"`` (weights of the forward's query rows, the last
+  ``query_rows`` only when set), ``"logits"`` (the model's output over the tokens just
+  read) or ``"nothing"``;
+- ``compresses``: ``"every step"`` (after each forward), ``"prefill"`` (once, after
+  the prompt), ``"per input"`` (after each multi-token input, e.g. a chat turn);
+
+and implements ``score(scores, seen) -> scores``: the slots' new scores
+``[batch, kv_heads, slots]`` from their scores before this forward and what it showed
+(`Seen`). A policy reading logits implements ``token_scores`` instead, one score per
+token read, shared by every layer and head. State a policy needs across forwards is its
+own: ``new_state()`` returns it (a typed object, one per cache), and the cache hands it
+back. The cache owns the rest (the anchor for this shape is kvpress's `ScorerPress`):
 the budget (a fraction of the prompt, fixed at prefill, or a token count), the
-attention sinks (first slots) and the recent window (last slots) that are always
-kept, grouped-query heads (a query head's weights count for its KV head), and the
-choice of the top-scoring slots per KV head (``keep_indices``).
+attention sinks (first slots) and the recent window (last slots) that are always kept,
+grouped-query heads, and the choice of the top-scoring slots per KV head.
+
+Key *selection* (nothing evicted; each decode step reads a few keys) is the smaller
+protocol of `tokensieve.kv.selection.SelectionPolicy`; both share `Budget`.
 """
 
 from __future__ import annotations
@@ -27,8 +41,8 @@ def per_kv_head(attention: torch.Tensor, kv_heads: int) -> torch.Tensor:
 
 
 @dataclass
-class KVPolicy:
-    """Base policy. Fields:
+class Budget:
+    """How much a policy keeps. Fields:
 
     budget: a fraction of the prompt in (0, 1] (fixed when the prompt is read) or a
         token count (an int > 1); the cache never holds more slots per layer and head
@@ -42,13 +56,8 @@ class KVPolicy:
     recent: float | int = 0
 
     name: ClassVar[str] = "policy"
-    needs_attention: ClassVar[bool] = True
-    needs_logits: ClassVar[bool] = False  # True: `after_forward` sees the model's logits
-    # When the cache shrinks to the budget: "every step" (after each forward), "prefill"
-    # (once, after the prompt), "per input" (after each multi-token input: SirLLM's
-    # turns) or "never" (selection policies: every key stays, each step reads a few).
+    reads: ClassVar[str] = "nothing"  # what the cache hands the policy (see KVPolicy)
     compresses: ClassVar[str] = "every step"
-    query_rows: ClassVar[int | None] = None  # observe only the last rows (None: all)
 
     def __post_init__(self) -> None:
         budget = self.budget
@@ -79,42 +88,43 @@ class KVPolicy:
             return math.floor(self.recent * budget)
         return int(self.recent)
 
-    def compress_after_attention(self, layer) -> bool:
-        """Evict right after this layer's attention? (default: prefill, and every step
-        for policies that compress every step)."""
-        return layer.calls == 0 or self.every_step
+    def new_state(self) -> object | None:
+        """The policy's own state for one cache (one stream of text), if it needs one."""
+        return None
 
     @property
     def every_step(self) -> bool:
         return self.compresses == "every step"
 
-    def observes(self, layer) -> bool:
-        """Does this forward's attention matter to the policy? (default: whenever it
-        may compress); otherwise attention runs without weights (SDPA)."""
-        return self.compress_after_attention(layer)
 
-    def after_forward(self, cache, input_ids: torch.Tensor, logits: torch.Tensor) -> None:
-        """Called with the model's output when ``needs_logits`` (default: nothing)."""
+@dataclass
+class Seen:
+    """What one forward (or one chunk of its query rows) showed a layer's policy."""
 
-    def observe(self, layer, attention: torch.Tensor | None, layer_idx: int) -> None:
-        """Update ``layer.scores`` from attention weights of this forward's query rows
-        (default: nothing). Long forwards arrive in consecutive chunks of rows, the last
-        ``query_rows`` only when set, so a score must add up over chunks."""
+    layer: int  # the layer's index
+    step: int  # forwards this layer saw before this one (0: the prompt)
+    kv_heads: int
+    attention: torch.Tensor | None = None  # [batch, heads, rows, keys] when reads attention
+    state: object | None = None  # the policy's own, from `new_state`
 
-    def slot_scores(self, layer) -> torch.Tensor:
-        """Scores used to rank slots now (default: the running ``layer.scores``)."""
-        return layer.scores
 
-    def keep_indices(self, layer, budget: int) -> torch.Tensor | None:
-        """Sorted slots to keep ``[batch, kv_heads, budget]``, or None to keep all."""
-        kept = layer.physical_length()
-        if kept <= budget:
-            return None
-        scores = self.slot_scores(layer).clone().float()
-        recent = self.recent_slots(budget)
-        if self.sink:
-            scores[..., : self.sink] = math.inf
-        if recent:
-            scores[..., kept - recent :] = math.inf
-        indices = scores.topk(budget, dim=-1).indices
-        return indices.sort(dim=-1).values
+@dataclass
+class KVPolicy(Budget):
+    """An eviction policy (see the module docstring for the protocol)."""
+
+    reads: ClassVar[str] = "attention"  # "attention" | "logits" | "nothing"
+    query_rows: ClassVar[int | None] = None  # attention of the last rows only (None: all)
+
+    def score(self, scores: torch.Tensor, seen: Seen) -> torch.Tensor:
+        """The slots' scores after this forward, from `scores` before it. Long forwards
+        arrive in consecutive chunks of query rows, so a score must add up over chunks.
+        Default: unchanged."""
+        return scores
+
+    def token_scores(self, state, input_ids: torch.Tensor, logits: torch.Tensor):
+        """``[batch, new]`` scores of the tokens just read (policies reading logits)."""
+        raise NotImplementedError(f"{self.name} reads logits but scores no tokens")
+
+    def rank(self, scores: torch.Tensor) -> torch.Tensor:
+        """The scores slots are ranked by when the cache evicts (default: `scores`)."""
+        return scores

@@ -1,30 +1,32 @@
 """Token *selection* without eviction: every key stays cached, each decode step attends
 to a chosen few (TokenSelect, TidalDecode). Memory is not saved; attention work is.
 
-A registered transformers attention function (``tokensieve_selective``) runs SDPA on
-multi-token forwards, and at decode steps (one query) asks the policy which
-keys each query head may see; the others get ``-inf`` logits. Prefill is full.
+The protocol is one method: ``select(module, query, key, cache)`` returns which keys
+each query head may see at a decode step (or None: all), reading and updating the
+policy's own state (``cache.policy_state``, from ``new_state``). A registered
+transformers attention function (``tokensieve_selective``) runs SDPA on multi-token
+forwards, and at decode steps (one query) asks the policy; the other keys get ``-inf``
+logits. Prefill is full.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from tokensieve.kv.attention import eager_rows, register, sdpa_rows
-from tokensieve.kv.policy import KVPolicy
+from tokensieve.kv.policy import Budget
 
 IMPLEMENTATION = "tokensieve_selective"
 
 
-class SelectionPolicy(KVPolicy):
+@dataclass
+class SelectionPolicy(Budget):
     """Base for policies that select per step instead of evicting."""
 
-    needs_attention = False
-    selects = True
-    compresses = "never"
-
-    def keep_indices(self, layer, budget):
-        return None
+    compresses: ClassVar[str] = "never"
 
     def select(self, module, query: torch.Tensor, key: torch.Tensor, cache) -> torch.Tensor | None:
         """Bool mask ``[batch, heads, 1, keys]`` of keys the query may attend to.

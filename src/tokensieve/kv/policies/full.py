@@ -11,8 +11,5 @@ from tokensieve.kv.policy import KVPolicy
 class FullPolicy(KVPolicy):
     budget: float | int = 1.0
     name = "full"
-    needs_attention = False
+    reads = "nothing"
     compresses = "never"
-
-    def keep_indices(self, layer, budget):
-        return None

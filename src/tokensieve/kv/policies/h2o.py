@@ -20,6 +20,6 @@ class H2OPolicy(KVPolicy):
     recent: float | int = 0.5
     name = "h2o"
 
-    def observe(self, layer, attention, layer_idx):
-        grouped = per_kv_head(attention.float(), layer.keys.shape[1])
-        layer.scores += grouped.sum(dim=(2, 3))
+    def score(self, scores, seen):
+        grouped = per_kv_head(seen.attention.float(), seen.kv_heads)
+        return scores + grouped.sum(dim=(2, 3))

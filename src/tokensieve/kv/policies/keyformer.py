@@ -38,11 +38,13 @@ class KeyformerPolicy(KVPolicy):
         slope = (self.tau_end - self.tau_init) / max(self.max_new_tokens, 1)
         return self.tau_init + step * slope
 
-    def observe(self, layer, attention, layer_idx):
+    def score(self, scores, seen):
         # Gumbel(0, 1) = -log(-log U); in place, as a prefill chunk holds many entries.
-        noise = torch.rand(attention.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
+        attention = seen.attention
+        noise = torch.rand(attention.shape, generator=self.generator)
+        noise = noise.to(attention.device).clamp_(1e-10, 1 - 1e-10)
         logits = attention.float().log()  # masked keys: log 0 = -inf
         logits -= noise.log_().neg_().log_()
-        logits /= self.temperature(layer.calls)
-        scores = torch.softmax(logits, dim=-1)
-        layer.scores += per_kv_head(scores, layer.keys.shape[1]).sum(dim=(2, 3))
+        logits /= self.temperature(seen.step)
+        weights = torch.softmax(logits, dim=-1)
+        return scores + per_kv_head(weights, seen.kv_heads).sum(dim=(2, 3))

@@ -13,12 +13,12 @@ from tokensieve.kv.policy import KVPolicy
 class RandomPolicy(KVPolicy):
     seed: int = 0
     name = "random"
-    needs_attention = False
+    reads = "nothing"
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def slot_scores(self, layer):
-        return torch.rand(layer.scores.shape, generator=self.generator)
+    def rank(self, scores):
+        return torch.rand(scores.shape, generator=self.generator).to(scores.device)

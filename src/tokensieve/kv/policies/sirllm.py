@@ -24,37 +24,37 @@ from tokensieve.kv.policy import KVPolicy
 
 
 @dataclass
+class SirLLMState:
+    """The last logits read: they score the first token of the next input."""
+
+    last_logits: torch.Tensor | None = None
+
+
+@dataclass
 class SirLLMPolicy(KVPolicy):
     sink: int = 4
     decay: float = 0.9
     name = "sirllm"
-    needs_attention = False
-    needs_logits = True
+    reads = "logits"
     compresses = "per input"
 
-    def compress_after_attention(self, layer) -> bool:
-        return False
+    def new_state(self) -> SirLLMState:
+        return SirLLMState()
 
-    def after_forward(self, cache, input_ids, logits) -> None:
-        if input_ids is None:
-            return
-        budget = cache.resolve_budget()
+    def token_scores(self, state: SirLLMState, input_ids, logits):
         logp = torch.log_softmax(logits.float(), dim=-1)  # [batch, q, vocab]
         new = input_ids.shape[1]
-        surprisal = torch.empty(input_ids.shape, dtype=torch.float32)
+        surprisal = torch.empty(input_ids.shape, dtype=torch.float32, device=logits.device)
         surprisal[:, 1:] = -logp[:, :-1].gather(2, input_ids[:, 1:, None])[..., 0]
-        last_logits = cache.state.get("sirllm_last_logits")
-        if last_logits is not None:
-            previous = torch.log_softmax(last_logits.float(), dim=-1)
+        if state.last_logits is not None:
+            previous = torch.log_softmax(state.last_logits.float(), dim=-1)
             surprisal[:, 0] = -previous.gather(1, input_ids[:, :1])[:, 0]
         else:  # the very first token: the maximum of the list (reference code)
             surprisal[:, 0] = surprisal[:, 1:].max() if new > 1 else 0.0
-        cache.state["sirllm_last_logits"] = logits[:, -1].detach()
-        for layer in cache.layers:
-            layer.scores[..., -new:] = surprisal[:, None, :]
-        if new > 1:  # a new input was read: select, then let the survivors fade
-            for layer in cache.layers:
-                indices = self.keep_indices(layer, budget)
-                if indices is not None:
-                    layer.keep(indices)
-                layer.scores[..., :] *= self.decay
+        state.last_logits = logits[:, -1].detach()
+        return surprisal
+
+    def score(self, scores, seen):
+        # At each input every stored value fades. The reference selects, then multiplies
+        # the survivors by `decay`; multiplying first keeps the same ranking and values.
+        return scores * self.decay

@@ -29,14 +29,13 @@ class SnapKVPolicy(KVPolicy):
     def recent_slots(self, budget: int) -> int:
         return min(self.window, budget)
 
-    def observe(self, layer, attention, layer_idx):
-        if layer.calls:
-            return
+    def score(self, scores, seen):
+        attention = seen.attention
         keys = attention.shape[-1]
         window = min(self.window, attention.shape[2], keys)
         votes = attention[:, :, -window:, :].float().mean(dim=2)  # [batch, heads, keys]
         pooled = torch.nn.functional.avg_pool1d(
             votes, kernel_size=self.kernel, padding=self.kernel // 2, stride=1
         )[..., :keys]
-        grouped = per_kv_head(pooled[:, :, None, :], layer.keys.shape[1])
-        layer.scores = grouped.mean(dim=(2, 3))
+        grouped = per_kv_head(pooled[:, :, None, :], seen.kv_heads)
+        return grouped.mean(dim=(2, 3))

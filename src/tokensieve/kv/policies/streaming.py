@@ -19,7 +19,7 @@ from tokensieve.kv.policy import KVPolicy
 class StreamingPolicy(KVPolicy):
     sink: int = 4
     name = "streaming"
-    needs_attention = False
+    reads = "nothing"
 
     def recent_slots(self, budget: int) -> int:
         return max(0, budget - self.sink)

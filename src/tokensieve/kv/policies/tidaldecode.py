@@ -18,10 +18,20 @@ from tokensieve.kv.selection import SelectionPolicy
 
 
 @dataclass
+class TidalDecodeState:
+    """The positions the last selection layer chose, ``[batch, heads, 1, count]``."""
+
+    positions: torch.Tensor | None = None
+
+
+@dataclass
 class TidalDecodePolicy(SelectionPolicy):
     sparse_start: int = 2
     correction_layer: int = 13
     name = "tidaldecode"
+
+    def new_state(self) -> TidalDecodeState:
+        return TidalDecodeState()
 
     def select(self, module, query, key, cache):
         layer, keys = module.layer_idx, key.shape[2]
@@ -32,8 +42,9 @@ class TidalDecodePolicy(SelectionPolicy):
         if layer in (self.sparse_start, correction):
             groups = query.shape[1] // key.shape[1]
             logits = torch.matmul(query, key.repeat_interleave(groups, 1).transpose(2, 3))
-            cache.state["tidal_positions"] = (logits * module.scaling).topk(count, -1).indices
+            positions = (logits * module.scaling).topk(count, -1).indices
+            cache.policy_state.positions = positions
             return None  # selection layers attend fully
-        positions = cache.state["tidal_positions"]  # [batch, heads, 1, count]
-        keep = torch.zeros(query.shape[0], query.shape[1], 1, keys, dtype=torch.bool)
+        positions = cache.policy_state.positions
+        keep = torch.zeros(*query.shape[:2], 1, keys, dtype=torch.bool, device=query.device)
         return keep.scatter(-1, positions, True)

@@ -14,11 +14,18 @@ caches rotated keys, which are used here. Query head h uses KV head h // group
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from tokensieve.kv.selection import SelectionPolicy
+
+
+@dataclass
+class TokenSelectState:
+    """Per layer, the last query (flattened) and the positions it chose."""
+
+    memory: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -28,6 +35,9 @@ class TokenSelectPolicy(SelectionPolicy):
     reuse_threshold: float | None = None
     name = "tokenselect"
 
+    def new_state(self) -> TokenSelectState:
+        return TokenSelectState()
+
     def select(self, module, query, key, cache):
         keys, budget = key.shape[2], cache.budget
         local = self.recent_slots(budget)
@@ -35,7 +45,7 @@ class TokenSelectPolicy(SelectionPolicy):
         if self.sink + top_k + local >= keys:
             return None
         flat = query.flatten(1)
-        memory = cache.state.get(("tokenselect", module.layer_idx))
+        memory = cache.policy_state.memory.get(module.layer_idx)
         reuse = (
             self.reuse_threshold is not None
             and memory is not None
@@ -50,8 +60,8 @@ class TokenSelectPolicy(SelectionPolicy):
             candidates = scores[:, :, 0, self.sink : keys - local]  # [batch, heads, m]
             votes = torch.softmax(candidates.float(), dim=-1).sum(dim=1)  # [batch, m]
             chosen = votes.topk(top_k, dim=-1).indices + self.sink
-            cache.state[("tokenselect", module.layer_idx)] = (flat, chosen)
-        keep = torch.zeros(query.shape[0], keys, dtype=torch.bool)
+            cache.policy_state.memory[module.layer_idx] = (flat, chosen)
+        keep = torch.zeros(query.shape[0], keys, dtype=torch.bool, device=query.device)
         keep[:, : self.sink] = True
         keep[:, keys - local :] = True
         keep.scatter_(1, chosen, True)

@@ -18,6 +18,6 @@ class TOVAPolicy(KVPolicy):
     name = "tova"
     query_rows = 1
 
-    def observe(self, layer, attention, layer_idx):
-        current = attention[:, :, -1, :].float().mean(dim=1)  # [batch, keys]
-        layer.scores = current[:, None, :].expand_as(layer.scores).clone()
+    def score(self, scores, seen):
+        current = seen.attention[:, :, -1, :].float().mean(dim=1)  # [batch, keys]
+        return current[:, None, :].expand_as(scores).clone()
