@@ -48,6 +48,45 @@ def test_sliding_windows_score_each_token_once():
     assert windows.bits_per_byte == pytest.approx(full.bits_per_byte, rel=0.2)
     with pytest.raises(ValueError):
         bits_per_byte(model, tokenizer, TEXTS, window=4, stride=5)
+    with pytest.raises(ValueError):
+        bits_per_byte(model, tokenizer, TEXTS, window=1, stride=1)
+
+
+def one_window_per_token(model, tokenizer, texts, window):
+    """The definition with stride 1, slowly: each token predicted from exactly the
+    window − 1 tokens before it (fewer at the start of a document), one forward each."""
+    nll, size = 0.0, 0
+    for text in texts:
+        ids = [tokenizer.bos_token_id or tokenizer.eos_token_id]
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        for target in range(1, len(ids)):
+            context = ids[max(0, target - (window - 1)) : target]
+            with torch.no_grad():
+                logits = model(torch.tensor([context])).logits[0, -1].double()
+            nll -= float(torch.log_softmax(logits, -1)[ids[target]])
+        size += len(text.encode())
+    return nll / (math.log(2) * size)
+
+
+def test_sliding_windows_equal_the_one_window_per_token_definition():
+    model, tokenizer = tiny_model(seed=4)
+    for window in (2, 5, 9):
+        result = bits_per_byte(model, tokenizer, TEXTS, window=window, stride=1)
+        expected = one_window_per_token(model, tokenizer, TEXTS, window)
+        assert result.bits_per_byte == pytest.approx(expected, rel=1e-5), window
+
+
+def test_stride_equal_to_the_window_on_a_long_document():
+    """It raised on any document longer than the window; now each forward scores
+    window − 1 tokens and every token is scored once."""
+    model, tokenizer = tiny_model(seed=4)
+    long_texts = [" ".join(TEXTS * 4)]
+    tokens = len(tokenizer(long_texts[0], add_special_tokens=False)["input_ids"])
+    assert tokens > 16
+    result = bits_per_byte(model, tokenizer, long_texts, window=16, stride=16)
+    assert result.tokens == tokens and math.isfinite(result.bits_per_byte)
+    full = bits_per_byte(model, tokenizer, long_texts, window=256, stride=256)
+    assert result.bits_per_byte == pytest.approx(full.bits_per_byte, rel=0.2)
 
 
 def test_supertokens_cross_word_boundaries_and_compress_more():

@@ -110,3 +110,45 @@ def test_vocabulary_bytes_of_a_sentencepiece_style_tokenizer():
     ids = tokenizer("copy the string", add_special_tokens=False)["input_ids"]
     assert b"".join(table[i] for i in ids).strip() == b"copy the string"
     assert any(piece.startswith(b" ") for piece in table)  # "\u2581" became a space
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_mixes_onto_a_tokenizer_that_differs(method):
+    """Onto a different vocabulary every method's mixing runs: shared tokens are copied,
+    each mixed row is the weighted sum of the old rows its plan names (recomputed here
+    row by row, input and untied head alike), the rest are random rows of the old mean
+    norm."""
+    from tokensieve.lm import vocabulary_bytes
+    from tokensieve.vocab import make_initializer
+
+    model, old = tiny_model(seed=2)
+    new_tokenizer = tiny_tokenizer(vocab_size=420)
+    assert len(new_tokenizer) != len(old)
+    embeddings = model.get_input_embeddings().weight.detach()
+    head = model.get_output_embeddings().weight.detach()
+    init = make_initializer(method, space="embeddings", k=4, seed=0)
+    plan = init.plan(old, new_tokenizer, embeddings)
+    new = transplant(model, old, new_tokenizer, method, space="embeddings", k=4, seed=0)
+    new_rows = new.get_input_embeddings().weight.detach().double()
+    new_head = new.get_output_embeddings().weight.detach().double()
+    old_bytes, new_bytes = vocabulary_bytes(old), vocabulary_bytes(new_tokenizer)
+    shared = {i for i, b in enumerate(new_bytes) if b in set(old_bytes)}
+    assert set(plan.copies) <= shared and len(plan.copies) > 100
+    for new_id, old_id in plan.copies.items():
+        assert new_bytes[new_id] == old_bytes[old_id]
+        assert torch.equal(new_rows[new_id], embeddings[old_id].double())
+    if method == "random":
+        assert not plan.mixtures
+    else:
+        assert len(plan.mixtures) >= 20, "the mixing never ran"
+    for new_id, (ids, weights) in plan.mixtures.items():
+        assert len(ids) == len(weights) and new_id not in plan.copies
+        if method == "mean":  # the old split of the new token, equally weighted
+            assert b"".join(old_bytes[i] for i in ids) == new_bytes[new_id]
+            assert weights == pytest.approx([1 / len(ids)] * len(ids))
+        for rows, source in ((new_rows, embeddings), (new_head, head)):
+            expected = sum(w * source[i].double() for i, w in zip(ids, weights, strict=True))
+            torch.testing.assert_close(rows[new_id], expected, rtol=1e-5, atol=1e-6)
+    mean_norm = embeddings.norm(dim=1).mean().item()
+    for new_id in plan.random_ids():
+        assert new_rows[new_id].norm().item() == pytest.approx(mean_norm, rel=1e-4)

@@ -2,8 +2,10 @@
 
 Each document is encoded with the model's own tokenizer, a BOS token (else EOS, as a
 document separator) is put first so the first token is scored too, and every token's
-negative log-likelihood is summed once, teacher-forced, in sliding windows (each
-target sees at least ``window − stride`` tokens of context). Bits per byte is that sum
+negative log-likelihood is summed once, teacher-forced, in sliding windows: each forward
+reads at most `window` tokens and scores the last ``min(stride, window − 1)`` of them,
+so every target sees at least ``window − stride`` tokens of context (all before it,
+up to ``window − 1``). Bits per byte is that sum
 over all documents divided by ``ln 2 × UTF-8 bytes`` (lm-evaluation-harness's
 ``bits_per_byte``), so two tokenizers of the same text compare directly.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from tokensieve.errors import UserError
 from tokensieve.lm import document_start
 
 
@@ -36,8 +39,11 @@ class BitsPerByte:
 def bits_per_byte(
     model, tokenizer, texts: list[str], window: int = 512, stride: int = 256, progress=False
 ) -> BitsPerByte:
-    if not 0 < stride <= window:
-        raise ValueError("need 0 < stride <= window")
+    if not (window >= 2 and 0 < stride <= window):
+        raise UserError("need a window of at least 2 tokens and 0 < stride <= window")
+    # A forward of `window` tokens predicts at most window - 1 of them (the first has
+    # no predecessor inside it), so that is the most a step can score.
+    step = min(stride, window - 1)
     first = document_start(tokenizer)
     nll, total_bytes, tokens, lossless = 0.0, 0, 0, True
     for text in tqdm(texts, desc="bits per byte", disable=not progress, leave=False):
@@ -46,7 +52,7 @@ def bits_per_byte(
         sequence = torch.tensor([first, *ids])
         scored = 1  # index in `sequence` of the next target
         while scored < len(sequence):
-            end = min(scored + stride, len(sequence))
+            end = min(scored + step, len(sequence))
             start = max(0, end - window)
             count = end - scored
             logits = model(input_ids=sequence[None, start:end], logits_to_keep=count + 1).logits
