@@ -333,7 +333,7 @@ def table(records) -> str:
     env = next(r["setting"] for r in records if r["metric"] == "environment")
     rows: dict = {}
     for r in records:
-        if r["metric"] == "environment":
+        if r["metric"] == "environment" or r["setting"].get("stage") == "estimators":
             continue
         key = (r["setting"]["task"], r["implementation"], r["method"], r["setting"]["particles"])
         rows.setdefault(key, {})[r["metric"]] = r
@@ -374,12 +374,13 @@ def table(records) -> str:
             f"{m['checks_per_token']['value'] / theirs['checks_per_token']['value']:.2f} | "
             f"{m['ms_per_token']['value'] / theirs['ms_per_token']['value']:.2f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + estimator_table(records)
 
 
 def plots(records) -> dict[str, bytes]:
     out = {}
-    data = [r for r in records if r["metric"] in ("checks_per_token", "ms_per_token")]
+    data = [r for r in records if r["metric"] in ("checks_per_token", "ms_per_token")
+            and r["setting"].get("stage") != "estimators"]  # fmt: skip
     tasks = list(dict.fromkeys(r["setting"]["task"] for r in data))
     labels = [f"{impl} {method} ×{particles}" for impl, method, particles in METHODS]
     for metric, title in (
@@ -417,7 +418,132 @@ def plots(records) -> dict[str, bytes]:
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         out[f"generate-{metric.replace('_', '-')}.png"] = buffer.getvalue()
+    if any(r["setting"].get("stage") == "estimators" for r in records):
+        out["generate-estimators.png"] = estimator_plot(records)
     return out
+
+
+# --- AWRS weight estimators: the paper's two loops vs genlm-control's recursive and
+# geometric ones, on the model's real next-token distributions along a valid answer.
+ESTIMATORS = [("recursive", 2), ("paper", 2), ("geometric", 3)]
+
+
+def answer_contexts(model, tokenizer, task, limit=8):
+    """``(log_probs, allowed, exact allowed mass)`` at the first `limit` steps of the
+    answer that takes the likeliest allowed token at each step."""
+    prompt, make, _ = TASKS[task]
+    constraint = make()
+    lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt))
+    log_probs, data, contexts = lm.start(1)[0], b"", []
+    for _ in range(limit):
+        masked = log_probs.copy()
+        masked[lm.forbidden] = -np.inf
+
+        def allowed(v, data=data):
+            if v in lm.eos_ids:
+                return constraint.complete(data)
+            return constraint.prefix(data + lm.token_bytes[v])
+
+        passing = [int(v) for v in np.flatnonzero(np.isfinite(masked)) if allowed(int(v))]
+        if not passing:
+            break
+        contexts.append((masked, allowed, float(np.exp(masked[passing]).sum())))
+        token = max(passing, key=lambda v: masked[v])
+        if token in lm.eos_ids:
+            break
+        data += lm.token_bytes[token]
+        log_probs = lm.step([token])[0]
+    return contexts
+
+
+def measure_estimators(model, tokenizer, tasks, draws, checkpoint):
+    records = []
+    for task in tqdm(tasks, desc="estimators"):
+        key = f"estimators/{task}/{draws}"
+        if (done := checkpoint.get(key)) is not None:
+            records += done
+            continue
+        contexts = answer_contexts(model, tokenizer, task)
+        cell = []
+        for estimator, accepts in ESTIMATORS:
+            sampler = AWRSSampler(accepts=accepts, estimator=estimator)
+            checks, spreads, ratios = [], [], []
+            for masked, allowed, exact in contexts:
+                rng = np.random.default_rng(0)
+                found = [sampler.sample(masked, allowed, rng) for _ in range(draws)]
+                weights = np.array([math.exp(d.log_weight) for d in found])
+                checks.append(np.mean([d.checks for d in found]))
+                spreads.append(weights.std() / max(weights.mean(), 1e-300))
+                ratios.append(weights.mean() / exact)
+            setting = {"task": task, "particles": 1, "model": EMBEDDED_NAME,
+                       "stage": "estimators", "estimator": estimator, "accepts": accepts,
+                       "contexts": len(contexts), "draws_per_context": draws}  # fmt: skip
+            add = partial(add_record, cell, f"awrs-{estimator}", "tokensieve", setting, draws)
+            med, spread = median_iqr(checks)
+            add("checks_per_token", med, "checks/token (median over steps)", spread)
+            med, spread = median_iqr(spreads)
+            add("weight_relative_spread", med, "std/mean of the weight (median over steps)",
+                spread)  # fmt: skip
+            med, spread = median_iqr(ratios)
+            add("weight_mean_ratio", med, "mean weight ÷ exact allowed mass", spread)
+        checkpoint.put(key, cell)
+        records += cell
+    return records
+
+
+def estimator_table(records) -> str:
+    rows = [r for r in records if r["setting"].get("stage") == "estimators"]
+    if not rows:
+        return ""
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["setting"]["task"], r["setting"]["estimator"]), {})[r["metric"]] = r
+    first = rows[0]["setting"]
+    lines = [
+        "",
+        "## AWRS weight estimators",
+        "",
+        f"At each of the first {first['contexts']} or fewer steps of one valid answer per "
+        f"task (the model's real next-token distributions), {first['draws_per_context']} "
+        "draws per estimator; medians over steps ± IQR. `paper`: the paper's two loops; "
+        "`recursive` (our default) and `geometric` (3 accepts): genlm-control's later "
+        "estimators. A mean-weight ratio near 1 is the unbiasedness check against the "
+        "exact allowed mass.",
+        "",
+        "| task | estimator | checks/token | relative spread of w | mean w ÷ exact |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (task, estimator), m in cells.items():
+        c, w, q = m["checks_per_token"], m["weight_relative_spread"], m["weight_mean_ratio"]
+        lines.append(
+            f"| {task} | {estimator} | {c['value']:.2f} ± {c['spread']:.2f} "
+            f"| {w['value']:.2f} ± {w['spread']:.2f} | {q['value']:.3f} ± {q['spread']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def estimator_plot(records) -> bytes:
+    rows = [r for r in records if r["setting"].get("stage") == "estimators"]
+    tasks = list(dict.fromkeys(r["setting"]["task"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / len(ESTIMATORS)
+    panels = ((axes[0], "checks_per_token", "checks per token"),
+              (axes[1], "weight_relative_spread", "relative spread of w"))  # fmt: skip
+    for ax, metric, title in panels:
+        for j, (estimator, _) in enumerate(ESTIMATORS):
+            found = {(r["setting"]["task"], r["setting"]["estimator"]): r["value"]
+                     for r in rows if r["metric"] == metric}  # fmt: skip
+            values = [found.get((t, estimator), 0) for t in tasks]
+            ax.bar([x + j * width for x in range(len(tasks))], values, width, label=estimator)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks))], tasks, fontsize=8)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"AWRS weight estimators on {EMBEDDED_NAME}", fontsize=11)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def main() -> None:
@@ -427,6 +553,10 @@ def main() -> None:
     parser.add_argument("--exact-runs", type=int, default=20)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--replot", action="store_true", help="redraw from the saved JSON")
+    parser.add_argument("--stage", choices=("all", "samplers", "estimators"), default="all",
+                        help="estimators: only the AWRS estimator comparison, merged into "
+                        "the saved results")  # fmt: skip
+    parser.add_argument("--estimator-draws", type=int, default=400)
     args = parser.parse_args()
     if args.replot:
         import json
@@ -440,12 +570,27 @@ def main() -> None:
         raise SystemExit(f"{WORDS} is missing: install Debian's wamerican (make bench-generate)")
     torch.manual_seed(0)
     model, tokenizer = load_model()
-    genlm = GenlmRun(tokenizer)
     checkpoint = Checkpoint("generate", fresh=args.fresh)
+    if args.stage == "estimators":
+        import json
+
+        from common import RESULTS
+
+        kept = [r for r in json.loads((RESULTS / "generate.json").read_text())
+                if r["setting"].get("stage") != "estimators"]  # fmt: skip
+        records = kept + measure_estimators(model, tokenizer, args.tasks,
+                                            args.estimator_draws, checkpoint)  # fmt: skip
+        write_results("generate", records, table(records), plots(records))
+        print(estimator_table(records))
+        return
+    genlm = GenlmRun(tokenizer)
     args.exact = exact_distribution(model, tokenizer, "capital") if "capital" in args.tasks else {}
     print("exact capital distribution:", {k: round(v, 4) for k, v in args.exact.items()})
     records = [environment_record("generate", ["tokensieve", "genlm-control", "llguidance"])]
     records += measure(args, model, tokenizer, genlm, checkpoint)
+    if args.stage == "all":
+        records += measure_estimators(model, tokenizer, args.tasks, args.estimator_draws,
+                                      checkpoint)  # fmt: skip
     markdown = table(records)
     write_results("generate", records, markdown, plots(records))
     print(markdown)

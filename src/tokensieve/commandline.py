@@ -77,7 +77,7 @@ def quiet_libraries(quiet: bool) -> None:
             pass
 
 
-_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "int | None": int}
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, config_class) -> None:

@@ -171,3 +171,12 @@ def test_invalid_schema_or_grammar(cli, tiny_dir, tmp_path, flag, content, messa
 def test_missing_schema_file(cli):
     code, _, err = cli("generate", "--prompt", "x", "--json-schema", "/no/such.json")
     assert code == 2 and "no such file" in err
+
+
+def test_paper_estimator_from_the_command_line(cli, tiny_dir):
+    code, stdout, err = cli("generate", "--prompt", "Say yes", "--regex", "[a-z ]*",
+                            "--model", tiny_dir, "--max-tokens", "3", "--estimator", "paper",
+                            "--json", "--quiet")  # fmt: skip
+    assert code in (0, 1), err
+    code, _, err = cli("generate", "--prompt", "x", "--regex", "a", "--estimator", "magic")
+    assert code == 2 and "invalid choice" in err and len(err.strip().splitlines()) == 1

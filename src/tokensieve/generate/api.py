@@ -37,11 +37,14 @@ def generate(
     seed: int = 0,
     chat: bool = True,
     progress: bool = False,
+    estimator: str = "recursive",
 ) -> GenerationResult:
     """Sample completions of `prompt` that satisfy `constraint`.
 
     `max_tokens` counts the answer's tokens; the end-of-turn token that closes it is
     not counted (SMC gets one step more, in which only an ending may be drawn).
+    `estimator`: AWRS's weight estimator (``recursive``, ``paper``, ``geometric``; see
+    `tokensieve.generate.token_samplers`).
     `method`: ``masking`` (check every token; exact locally constrained decoding),
     ``awrs`` (adaptive weighted rejection sampling; same local distribution, few
     checks), ``smc`` (AWRS proposals with resampling, default 5 particles; corrects
@@ -59,7 +62,10 @@ def generate(
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
     lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt, chat))
-    sampler = SAMPLERS.build("masking" if method == "masking" else "awrs")
+    if method == "masking":
+        sampler = SAMPLERS.build("masking")
+    else:
+        sampler = SAMPLERS.build("awrs", estimator=estimator)
     result = run_smc(
         lm,
         constraint,

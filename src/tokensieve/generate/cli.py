@@ -31,6 +31,7 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         chat=not args.no_chat,
         progress=not args.quiet and not args.json,
+        estimator=args.estimator,
     )
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
@@ -88,6 +89,11 @@ def register(commands) -> None:
     )
     gen.add_argument("--sampler", choices=("awrs", "smc", "masking"), default="awrs")
     gen.add_argument("--particles", type=int, help="particles (default 5 for smc, else 1)")
+    gen.add_argument(
+        "--estimator", choices=("recursive", "paper", "geometric"), default="recursive",
+        help="AWRS weight: genlm-control's recursive one (default), the paper's two loops, "
+        "or genlm-control's geometric one",
+    )  # fmt: skip
     gen.add_argument(
         "--max-tokens", type=int, default=32,
         help="answer tokens per completion, the end-of-turn token not counted (default 32)",

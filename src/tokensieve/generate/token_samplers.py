@@ -13,9 +13,14 @@ locally constrained decoding.
   Models with Adaptive Weighted Rejection Sampling") checks tokens in a
   Gumbel-perturbed order, i.e. sampling from ``p`` without replacement, until one
   passes: that token is an exact draw from ``p·c / Z`` after typically few checks.
-  One more check gives an unbiased ``w`` (the paper's recursive estimator, see
-  `_awrs_weight`). With ``accepts > 2`` a lower-variance estimator from a simulated
-  with-replacement run is used instead (as genlm-control's "geometric" AWRS).
+  Its weight comes from one of three unbiased estimators (``estimator=``):
+  ``"paper"``, the paper's two loops (a second loop over the tokens not rejected by
+  the first; ``w = Z·(1 − rejected mass of loop 1) / (rejections of both loops + 1)``,
+  as genlm-control first implemented it, commit ce559fd); ``"recursive"`` (the
+  default), genlm-control's later recursive estimator (commit 983fe8e): one more check
+  of the next token in the order, fewer checks but a larger spread on flat
+  distributions; ``"geometric"``, genlm-control's lower-variance estimator from a
+  simulated with-replacement run stopping at `accepts` accepted draws (commit 4b1872c).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from tokensieve.errors import UserError
 
 NEG_INF = float("-inf")
 
@@ -110,23 +117,29 @@ class AWRSSampler(TokenSampler):
     """Adaptive weighted rejection sampling: few checks, exact draw, unbiased weight.
 
     Args:
-        accepts: with 2 (the default) the weight is the paper's recursive estimator,
-            costing one check past the first accepted token. With more, the weight
-            comes from a simulated with-replacement run that stops at `accepts`
-            accepted draws: lower variance (useful when the allowed mass is small, as
-            with flat distributions) for more checks.
+        estimator: ``"recursive"`` (default), ``"paper"`` or ``"geometric"`` (see the
+            module docstring). ``accepts > 2`` with the default picks ``"geometric"``.
+        accepts: accepted draws the geometric estimator waits for (at least 2): more
+            checks, lower variance (useful when the allowed mass is small).
     """
 
     name = "awrs"
+    ESTIMATORS = ("recursive", "paper", "geometric")
 
-    def __init__(self, accepts: int = 2):
+    def __init__(self, accepts: int = 2, estimator: str = "recursive"):
+        if estimator not in self.ESTIMATORS:
+            raise UserError(f"unknown AWRS estimator {estimator!r}; choose one of "
+                            f"{', '.join(self.ESTIMATORS)}")  # fmt: skip
         if accepts < 2:
-            raise ValueError("accepts must be at least 2 for an unbiased weight")
+            raise UserError("accepts must be at least 2 for an unbiased weight")
         self.accepts = accepts
+        self.estimator = "geometric" if estimator == "recursive" and accepts > 2 else estimator
 
     def _sample(self, logp, candidates, allowed, rng) -> Draw:
-        if self.accepts > 2:
+        if self.estimator == "geometric":
             return self._sample_geometric(logp, candidates, allowed, rng)
+        if self.estimator == "paper":
+            return self._sample_two_loops(logp, candidates, allowed, rng)
         keys = logp + rng.gumbel(size=len(logp))
         order = np.argsort(-keys)  # a draw without replacement from p, in order
         checks = 0
@@ -150,6 +163,33 @@ class AWRSSampler(TokenSampler):
             if remaining <= 1e-12:
                 break
         return Draw(-1, NEG_INF, checks)
+
+    def _sample_two_loops(self, logp, candidates, allowed, rng) -> Draw:
+        """The paper's estimator. Loop 1 samples without replacement until a token
+        passes (the draw); loop 2 does it again from ``p`` without loop 1's rejected
+        tokens (the drawn one may come again, and is not checked twice). With ``N`` the
+        rejections of both loops, ``w = (1 − Σ_{loop-1 rejected} p) / (N + 1)``."""
+        logp = logp.copy()
+        checks = rejections = 0
+        first, mass_left = -1, 1.0
+        for loop in range(2):
+            keys = logp + rng.gumbel(size=len(logp))
+            for item in np.argsort(-keys):
+                if not np.isfinite(keys[item]):
+                    break
+                if item == first:
+                    break  # known to pass
+                checks += 1
+                if allowed(int(candidates[item])):
+                    first = int(item) if first < 0 else first
+                    break
+                rejections += 1
+                logp[item] = NEG_INF  # rejected for the rest of this loop and the next
+            if first < 0:
+                return Draw(-1, NEG_INF, checks)  # nothing passes
+            if loop == 0:  # the mass loop 1 did not reject
+                mass_left = float(np.exp(logp[np.isfinite(logp)]).sum())
+        return Draw(int(candidates[first]), math.log(mass_left / (rejections + 1)), checks)
 
     def _sample_geometric(self, logp, candidates, allowed, rng) -> Draw:
         """Simulate sampling *with* replacement until `accepts` draws pass.

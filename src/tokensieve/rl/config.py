@@ -29,7 +29,12 @@ class RunConfig:
     model: str | None = _option(None, "local HF model directory or .gguf (default: embedded)")
     seed: int = _option(0, "seed of sampling, masks and evaluation")
     group_size: int = _option(4, "completions per prompt (GRPO's group)")
-    prompts_per_step: int = _option(2, "prompts per optimiser step")
+    prompts_per_step: int = _option(2, "prompts per optimiser step (the mini-batch)")
+    rollout_prompts: int | None = _option(
+        None, "prompts generated per rollout, split into mini-batches of prompts-per-step "
+        "(default: one mini-batch, on-policy)",
+    )  # fmt: skip
+    num_iterations: int = _option(1, "passes over each rollout (GRPO's μ; > 1: off-policy)")
     max_new_tokens: int = _option(96, "longest completion in tokens")
     learning_rate: float = _option(1e-6, "AdamW learning rate")
     temperature: float = _option(
@@ -73,8 +78,31 @@ class RunConfig:
             raise UserError(f"`learning_rate` must be a positive number, got {self.learning_rate}")
         if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
             raise UserError(f"`epsilon_high` must be a number ≥ 0, got {self.epsilon_high}")
+        if self.num_iterations < 1:
+            raise UserError(f"`num_iterations` must be at least 1, got {self.num_iterations}")
+        rollout = self.rollout_prompts or self.prompts_per_step
+        if rollout < 1 or rollout % self.prompts_per_step:
+            raise UserError(
+                f"`rollout_prompts` ({rollout}) must be a multiple of `prompts_per_step` "
+                f"({self.prompts_per_step}): a rollout is split into whole mini-batches"
+            )
+        if self.mask == "kl-cov" and self.on_policy:
+            raise UserError(
+                "KL-Cov penalises |log π/π_old|, which is 0 in a strictly on-policy run: "
+                "give `num_iterations` > 1 or `rollout_prompts` > `prompts_per_step`"
+            )
         if self.group_size < 2:
             raise UserError("`group_size` must be at least 2 (GRPO compares completions)")
+
+    @property
+    def steps_per_generation(self) -> int:
+        """Optimiser steps (mini-batches) per rollout."""
+        return (self.rollout_prompts or self.prompts_per_step) // self.prompts_per_step
+
+    @property
+    def on_policy(self) -> bool:
+        """Every update uses samples of the current policy (old log-probs = current)."""
+        return self.num_iterations == 1 and self.steps_per_generation == 1
 
     def token_mask(self):
         cls = MASKS[self.mask]

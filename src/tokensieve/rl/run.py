@@ -47,10 +47,11 @@ def check_config(out: Path, config: RunConfig) -> bool:
         write_atomic(path, json.dumps(asdict(config), indent=1) + "\n")
         return False
     saved = _read_json(path)
+    # A field a run.json predates had its default then.
     changed = [
-        f"{f.name} {saved.get(f.name)!r} → {getattr(config, f.name)!r}"
+        f"{f.name} {saved.get(f.name, f.default)!r} → {getattr(config, f.name)!r}"
         for f in fields(config)
-        if saved.get(f.name) != getattr(config, f.name)
+        if saved.get(f.name, f.default) != getattr(config, f.name)
     ]
     if changed:
         raise UserError(
@@ -174,6 +175,8 @@ def _grpo_args(config: RunConfig, out: Path, progress: bool):
             temperature=config.temperature,
             top_p=config.top_p,
             epsilon_high=config.epsilon_high,
+            num_iterations=config.num_iterations,
+            steps_per_generation=config.steps_per_generation,
             logging_steps=1,
             save_strategy="steps",
             save_steps=config.save_every,
