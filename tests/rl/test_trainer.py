@@ -10,7 +10,7 @@ import torch
 import trl
 
 from tokensieve import UserError
-from tokensieve.rl import ClipCov, KLCov, TopEntropy
+from tokensieve.rl import AllTokens, ClipCov, KLCov, TopEntropy
 from tokensieve.rl.token_masks import covariance
 from tokensieve.rl.trainer import ForkingTokenGRPOTrainer
 
@@ -38,137 +38,178 @@ def length_reward(completions, **_):
     return [float(len(text)) for text in completions]
 
 
-def test_one_step_applies_the_top_entropy_mask(tiny, tmp_path):
-    model, tokenizer = tiny
-    model = type(model)(model.config)  # a fresh copy: training changes weights
-    model.load_state_dict(tiny[0].state_dict())
-    data = datasets.Dataset.from_dict({"prompt": ["Count:", "Letters:", "Go:", "Say:"]})
-    trainer = ForkingTokenGRPOTrainer(
-        model=model,
-        reward_funcs=length_reward,
-        args=config(tmp_path),
-        train_dataset=data,
-        processing_class=tokenizer,
-        token_mask=TopEntropy(0.2),
-    )
-    seen = []
-    original = trainer.get_high_entropy_mask
-
-    def spy(entropies, mask, threshold):
-        selected = original(entropies, mask, threshold)
-        seen.append((entropies.detach(), mask.bool(), selected))
-        return selected
-
-    trainer.get_high_entropy_mask = spy
-    before = [p.detach().clone() for p in model.parameters()]
-    trainer.train()
-    assert seen
-    for entropies, valid, selected in seen:
-        n = int(valid.sum())
-        assert int(selected.sum()) == math.ceil(0.2 * n - 1e-9)
-        assert not (selected & ~valid).any()
-        cut = entropies[selected].min()
-        assert (entropies[valid & ~selected] <= cut).all()
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    logged = trainer.state.log_history[0]
-    assert 0 < logged["tokensieve/selected_fraction"] <= 0.5
-
-
-def make_trainer(tiny, tmp_path, token_mask, **kwargs):
+def make_trainer(tiny, tmp_path, token_mask, cls=None, **kwargs):
     model, tokenizer = tiny
     fresh = type(model)(model.config)  # a fresh copy: training changes weights
     fresh.load_state_dict(model.state_dict())
     overrides = kwargs.pop("overrides", {})
     data = datasets.Dataset.from_dict({"prompt": ["Count:", "Letters:", "Go:", "Say:"]})
-    return ForkingTokenGRPOTrainer(
-        model=fresh,
-        reward_funcs=length_reward,
-        args=config(tmp_path, **overrides),
-        train_dataset=data,
-        processing_class=tokenizer,
-        token_mask=token_mask,
-        **kwargs,
-    )
+    common = dict(model=fresh, reward_funcs=length_reward, args=config(tmp_path, **overrides),
+                  train_dataset=data, processing_class=tokenizer)  # fmt: skip
+    if cls is not None:
+        return cls(**common)
+    return ForkingTokenGRPOTrainer(**common, token_mask=token_mask, **kwargs)
+
+
+def record_losses(trainer):
+    """Every `_compute_loss` call: its inputs, what TRL's forward gave, the selection and
+    the loss returned (a spy, so the trainer runs unchanged)."""
+    calls = []
+    forward, select, compute = (trainer._get_per_token_logps_and_entropies,
+                                trainer.select_tokens, trainer._compute_loss)  # fmt: skip
+
+    def spy_forward(*args, **kwargs):
+        result = forward(*args, **kwargs)
+        if kwargs.get("compute_entropy") and calls and "log_prob" not in calls[-1]:
+            calls[-1]["log_prob"], calls[-1]["entropy"] = result[0].detach(), result[1].detach()
+        return result
+
+    def spy_select(*args, **kwargs):
+        calls[-1]["generator"] = trainer.mask_generator.get_state()
+        calls[-1]["selection"] = select(*args, **kwargs)
+        return calls[-1]["selection"]
+
+    def spy_compute(model, inputs):
+        calls.append({"inputs": inputs, "training": model.training})
+        loss = compute(model, inputs)
+        calls[-1]["loss"] = loss.detach()
+        return loss
+
+    trainer._get_per_token_logps_and_entropies = spy_forward
+    trainer.select_tokens = spy_select
+    trainer._compute_loss = spy_compute
+    return calls
+
+
+def reference_loss(call, trainer, *, clip=True, kl_coef=0.0, normalize="all"):
+    """The paper's token-level loss, token by token in Python (no tensor algebra shared
+    with `masked_policy_loss`), with TRL's dapo denominator."""
+    inputs, log_prob = call["inputs"], call["log_prob"]
+    valid = inputs["completion_mask"].bool()
+    old = inputs.get("old_per_token_logps")
+    old = log_prob if old is None else old
+    advantages = inputs["advantages"]
+    policy, penalty = call["selection"].policy, call["selection"].penalty
+    low, high = trainer.epsilon_low, trainer.epsilon_high
+    total, selected = 0.0, 0
+    for b in range(valid.shape[0]):
+        a = float(advantages[b])
+        for t in range(valid.shape[1]):
+            if not valid[b, t]:
+                continue
+            log_ratio = float(log_prob[b, t]) - float(old[b, t])
+            ratio = math.exp(log_ratio)
+            term = 0.0
+            if policy[b, t]:
+                term = -a * ratio
+                if clip:
+                    term = max(term, -a * min(max(ratio, 1 - low), 1 + high))
+                selected += 1
+            if penalty is not None and penalty[b, t]:
+                term += kl_coef * abs(log_ratio)
+            total += term
+    count = float(inputs["num_items_in_batch"]) * trainer.current_gradient_accumulation_steps
+    count /= trainer.args.steps_per_generation
+    if normalize == "selected":
+        count *= selected / int(valid.sum())
+    return total / count
+
+
+def test_mask_all_trains_with_trls_own_loss(tiny, tmp_path):
+    """`--mask all` is TRL's GRPO: on the same batch, at the same weights, TRL's own
+    `_compute_loss` gives the same loss."""
+    trainer = make_trainer(tiny, tmp_path, AllTokens(), overrides={"num_iterations": 2,
+                                                                   "max_steps": 2})  # fmt: skip
+    plain = make_trainer(tiny, tmp_path, None, cls=trl.GRPOTrainer)
+    pairs = []
+    ours = trainer._compute_loss
+
+    def both(model, inputs):
+        plain.current_gradient_accumulation_steps = trainer.current_gradient_accumulation_steps
+        plain.args.steps_per_generation = trainer.args.steps_per_generation
+        with torch.no_grad():
+            theirs = trl.GRPOTrainer._compute_loss(plain, model, inputs)
+        loss = ours(model, inputs)
+        pairs.append((loss.detach(), theirs))
+        return loss
+
+    trainer._compute_loss = both
+    trainer.train()
+    assert len(pairs) == 2
+    for loss, theirs in pairs:
+        torch.testing.assert_close(loss, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_one_step_trains_only_the_top_entropy_tokens(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="selected")
+    calls = record_losses(trainer)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert calls
+    for call in calls:
+        entropy, valid = call["entropy"], call["inputs"]["completion_mask"].bool()
+        selected = call["selection"].policy
+        n = int(valid.sum())
+        assert int(selected.sum()) == math.ceil(0.2 * n - 1e-9)
+        assert not (selected & ~valid).any()
+        assert (entropy[valid & ~selected] <= entropy[selected].min()).all()
+        expected = reference_loss(call, trainer, normalize="selected")
+        assert float(call["loss"]) == pytest.approx(expected, rel=1e-5, abs=1e-8)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(),
+                                                      strict=True))  # fmt: skip
+    logged = trainer.state.log_history[0]
+    assert 0 < logged["tokensieve/selected_fraction"] <= 0.5
 
 
 def test_clip_cov_drops_exactly_the_tokens_its_rule_picks(tiny, tmp_path):
     # a wide band and ratio so that tokens are dropped in one small batch
     mask = ClipCov(ratio=0.2, low=-1e9, high=1e9)
     trainer = make_trainer(tiny, tmp_path, mask, seed=3)
-    seen = []
-    original = trainer._covariance_mask
-
-    def spy(valid):
-        generator_state = trainer.mask_generator.get_state()
-        log_prob = trainer._loss_log_probs.detach().clone()
-        advantages = trainer._loss_inputs["advantages"].clone()
-        selected = original(valid)
-        seen.append((valid, log_prob, advantages, generator_state, selected))
-        return selected
-
-    trainer._covariance_mask = spy
+    calls = record_losses(trainer)
     trainer.train()
-    assert seen
-    for valid, log_prob, advantages, state, selected in seen:
+    assert calls
+    for call in calls:
+        valid = call["inputs"]["completion_mask"].bool()
+        log_prob = call["log_prob"]
+        advantages = call["inputs"]["advantages"][:, None].expand_as(log_prob)
         generator = torch.Generator().manual_seed(0)
-        generator.set_state(state)
-        advantages = advantages[:, None].expand_as(log_prob)
+        generator.set_state(call["generator"])
         expected = mask.select(
             valid=valid, log_prob=log_prob, advantages=advantages,
             clipped=torch.zeros_like(valid), generator=generator,
         ).policy  # on-policy: ratio 1, nothing clipped  # fmt: skip
-        assert torch.equal(selected, expected)
-        dropped = int((valid & ~selected).sum())
+        assert torch.equal(call["selection"].policy, expected)
+        dropped = int((valid & ~expected).sum())
         assert dropped == max(int(0.2 * int(valid.sum())), 1) or advantages.abs().max() == 0
+        assert float(call["loss"]) == pytest.approx(reference_loss(call, trainer), rel=1e-5,
+                                                    abs=1e-8)  # fmt: skip
 
 
-def test_kl_cov_penalises_its_tokens_and_the_loss_grows_by_the_penalty(tiny, tmp_path):
+def test_kl_cov_loss_is_the_references_unclipped_loss_plus_its_penalty(tiny, tmp_path):
     mask = KLCov(ratio=0.25, kl_coef=2.0)
     # two optimisation passes over each batch: the second one is off-policy, |log r| > 0
-    overrides = {"num_iterations": 2, "max_steps": 2}
-    trainer = make_trainer(tiny, tmp_path, mask, overrides=overrides)
-    penalties = []
-    original = trainer._kl_penalty
-
-    def spy():
-        value = original()
-        log_prob = trainer._loss_log_probs.detach()
-        old = trainer._old_log_probs(log_prob)
-        valid = trainer._loss_inputs["completion_mask"].bool()
-        penalty = trainer._penalty
-        cov = covariance(log_prob, trainer._loss_inputs["advantages"][:, None].expand_as(log_prob),
-                         valid)  # fmt: skip
+    trainer = make_trainer(tiny, tmp_path, mask, overrides={"num_iterations": 2, "max_steps": 2})
+    calls = record_losses(trainer)
+    trainer.train()
+    off_policy = 0
+    for call in calls:
+        log_prob, valid = call["log_prob"], call["inputs"]["completion_mask"].bool()
+        penalty = call["selection"].penalty
+        advantages = call["inputs"]["advantages"][:, None].expand_as(log_prob)
+        cov = covariance(log_prob, advantages, valid)
         count = max(1, int(int(valid.sum()) * 0.25))
         assert int(penalty.sum()) == count and not (penalty & ~valid).any()
         assert cov[penalty].min() >= cov[valid & ~penalty].max()
-        manual = 2.0 * ((log_prob - old).abs() * penalty).sum() / valid.sum()
-        manual = manual / trainer.current_gradient_accumulation_steps
-        assert torch.allclose(value.detach(), manual)
-        penalties.append(float(value))
-        return value
-
-    trainer._kl_penalty = spy
-    trainer.train()
-    assert penalties and max(penalties) > 0
+        expected = reference_loss(call, trainer, clip=False, kl_coef=2.0)
+        assert float(call["loss"]) == pytest.approx(expected, rel=1e-5, abs=1e-8)
+        old = call["inputs"].get("old_per_token_logps")
+        off_policy += old is not None and not torch.equal(old, log_prob)
+    assert off_policy, "no off-policy pass: the penalty was never exercised"
     assert trainer.state.log_history[0]["tokensieve/penalised_fraction"] > 0
 
 
-def test_selected_normalisation_rescales_the_mask_to_a_mean_over_selected(tiny, tmp_path):
-    trainer = make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="selected")
-    masks = []
-    original = trainer.get_high_entropy_mask
-
-    def spy(entropies, mask, threshold):
-        returned = original(entropies, mask, threshold)
-        masks.append((mask.bool(), returned))
-        return returned
-
-    trainer.get_high_entropy_mask = spy
-    trainer.train()
-    for valid, returned in masks:
-        chosen = returned > 0
-        assert int(chosen.sum()) == math.ceil(0.2 * int(valid.sum()) - 1e-9)
-        # TRL divides by all response tokens; the weights make it a mean over the chosen
-        assert torch.allclose(returned.sum(), valid.sum().float())
+def test_unsupported_trl_options_and_normalisations_are_refused(tiny, tmp_path):
     with pytest.raises(UserError, match="normalize"):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="tokens")
+    with pytest.raises(UserError, match="beta"):
+        make_trainer(tiny, tmp_path, TopEntropy(0.2), overrides={"beta": 0.1})

@@ -1,35 +1,42 @@
 """GRPO (TRL) whose policy gradient runs only on the tokens a `TokenMask` selects.
 
-TRL's `GRPOTrainer` computes per-token entropies in its loss and, when
-``top_entropy_quantile < 1``, multiplies the per-token loss by
-``get_high_entropy_mask(entropies, completion_mask, threshold)``. This subclass
-routes that call to a tokensieve `TokenMask`, so generation, rewards, advantages,
-clipping (``epsilon``/``epsilon_high`` for clip-higher), loss types and
-accelerate/DeepSpeed scaling all stay TRL's. With one process the selection is exact
-(``ceil(rho·n)`` tokens, ties by position); with several, entropy masks use the
-global quantile over all processes' tokens as TRL does.
+Generation, rewards, group advantages, several updates per rollout
+(``num_iterations``, ``steps_per_generation``) and accelerate/DeepSpeed scaling stay
+TRL's `GRPOTrainer`'s. The loss is ours: `_compute_loss` reads the batch TRL prepared
+(per-token log-probabilities and entropies from TRL's forward, the old log-probabilities
+of the rollout, the advantages), asks the `TokenMask` which tokens count
+(`select_tokens`), and returns `tokensieve.rl.policy_loss.masked_policy_loss`, the
+function the tests check against the papers' formulas. With one process entropy masks
+are exact (``ceil(rho·n)`` tokens, ties by position); with several they use the global
+quantile over all processes' tokens, as TRL does.
 
-Clip-Cov and KL-Cov need each token's log-probability and advantage, which TRL's hook
-does not pass: the subclass keeps the loss's inputs and log-probabilities for the
-duration of one `_compute_loss` call. Clip-Cov's mask drops its tokens from the
-gradient; KL-Cov keeps every token and adds ``kl_coef·|log π − log π_old|`` on its
-tokens, normalised like TRL's token-level loss (over the batch's response tokens).
-
-Normalisation: TRL divides the masked token loss by all response tokens (``"all"``,
-as the paper's verl code does, so a 20% mask also shrinks the gradient);
-``normalize="selected"`` rescales the mask so the loss is the mean over selected tokens.
+- PPO's clipped surrogate with ``epsilon``/``epsilon_high`` (clip-higher) for every
+  mask but KL-Cov, whose reference loss is unclipped ``-A·r`` plus
+  ``kl_coef·|log π − log π_old|`` on its top-covariance tokens (PRIME-RL's
+  Entropy-Mechanism-of-RL, ``compute_policy_loss_kl_cov``). Clip-Cov drops its tokens
+  from the clipped surrogate, choosing among tokens PPO has not already clipped.
+- Normalisation: ``"all"`` divides by the response tokens exactly as TRL's default
+  ``dapo`` loss does (so ``--mask all`` trains as TRL's own trainer; a test checks the
+  two losses agree); ``"selected"`` averages over the selected tokens.
+- Not supported (refused): a reference-model KL (``beta > 0``), loss types other than
+  ``dapo``, sequence-level importance sampling, vLLM.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from tokensieve.errors import UserError
-from tokensieve.rl.policy_loss import ppo_clipped
-from tokensieve.rl.token_masks import BottomEntropy, ClipCov, KLCov, TokenMask, TopEntropy
+from tokensieve.rl.policy_loss import masked_policy_loss, ppo_clipped
+from tokensieve.rl.token_masks import (
+    BottomEntropy,
+    ClipCov,
+    KLCov,
+    TokenMask,
+    TokenSelection,
+    TopEntropy,
+)
 
 
 class ForkingTokenGRPOTrainer(GRPOTrainer):
@@ -50,80 +57,76 @@ class ForkingTokenGRPOTrainer(GRPOTrainer):
         config = kwargs.get("args")
         if not isinstance(config, GRPOConfig):
             raise UserError("pass a trl.GRPOConfig as args=")
-        # Any value below 1 makes TRL ask get_high_entropy_mask for its token mask; set on
-        # a copy, so the caller's configuration is left as it was given.
-        config = copy.copy(config)
-        config.top_entropy_quantile = 0.5
-        kwargs["args"] = config
+        unsupported = {
+            "beta": config.beta != 0.0,
+            "loss_type": config.loss_type != "dapo",
+            "importance_sampling_level": config.importance_sampling_level != "token",
+            "use_vllm": bool(config.use_vllm),
+        }
+        if any(unsupported.values()):
+            names = ", ".join(name for name, bad in unsupported.items() if bad)
+            raise UserError(f"the forking-token trainer does not support {names} "
+                            "(use TRL's GRPOTrainer for those)")  # fmt: skip
         self.mask_generator = torch.Generator().manual_seed(seed)
-        self._loss_inputs: dict | None = None
-        self._loss_log_probs: torch.Tensor | None = None
-        self._penalty: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        if self._loss_inputs is not None and kwargs.get("compute_entropy"):
-            self._loss_log_probs = result[0]
-        return result
-
     def _compute_loss(self, model, inputs):
-        self._loss_inputs, self._penalty = inputs, None
-        try:
-            loss = super()._compute_loss(model, inputs)
-            if self._penalty is not None and self._penalty.any():
-                loss = loss + self._kl_penalty()
-        finally:
-            self._loss_inputs = self._loss_log_probs = self._penalty = None
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        log_prob, entropies, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True
+        )
+        valid = mask.bool()
+        advantages = inputs["advantages"]
+        advantages = advantages[:, None] if advantages.dim() == 1 else advantages
+        advantages = advantages.expand_as(log_prob)
+        old = inputs.get("old_per_token_logps")
+        old = log_prob.detach() if old is None else old
+        selection = self.select_tokens(entropies.detach(), valid, log_prob.detach(), old,
+                                       advantages)  # fmt: skip
+        loss = masked_policy_loss(
+            log_prob, old, advantages, valid, selection,
+            clip_low=self.epsilon_low, clip_high=self.epsilon_high,
+            clip=not isinstance(self.token_mask, KLCov), normalize=self.normalize,
+            kl_coef=getattr(self.token_mask, "kl_coef", 1.0),
+            denominator=self._token_denominator(inputs),
+        )  # fmt: skip
+        self._log_loss_metrics(entropies.detach(), valid, log_prob.detach() - old, advantages)
         return loss
 
-    def _kl_penalty(self) -> torch.Tensor:
-        log_prob = self._loss_log_probs
-        old = self._old_log_probs(log_prob)
-        valid = self._loss_inputs["completion_mask"].bool()
-        term = ((log_prob - old).abs() * self._penalty).sum() / valid.sum().clamp_min(1)
+    def _token_denominator(self, inputs) -> torch.Tensor:
+        """TRL's ``dapo`` normaliser: the generation batch's response tokens per process,
+        per optimiser step (rescaled for gradient accumulation in training)."""
+        count = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
         if self.model.training:
-            term = term / self.current_gradient_accumulation_steps
-        return self.token_mask.kl_coef * term
+            count = count * self.current_gradient_accumulation_steps
+            count = count / self.args.steps_per_generation
+        return count
 
-    def _old_log_probs(self, log_prob: torch.Tensor) -> torch.Tensor:
-        old = self._loss_inputs.get("old_per_token_logps")
-        return log_prob.detach() if old is None else old
-
-    def get_high_entropy_mask(self, entropies, mask, threshold):
-        valid = mask.bool()
+    def select_tokens(self, entropies, valid, log_prob, old, advantages) -> TokenSelection:
+        """The tokens whose policy-gradient term counts (and KL-Cov's penalty tokens)."""
         if isinstance(self.token_mask, ClipCov | KLCov):
-            selected = self._covariance_mask(valid)
+            clipped = ppo_clipped(log_prob, old, advantages, self.epsilon_low, self.epsilon_high)
+            selection = self.token_mask.select(
+                valid=valid.cpu(), log_prob=log_prob.cpu(), advantages=advantages.cpu(),
+                clipped=clipped.cpu(), generator=self.mask_generator,
+            )  # fmt: skip
         elif self.accelerator.num_processes > 1 and isinstance(
             self.token_mask, TopEntropy | BottomEntropy
         ):
-            selected = self._global_quantile_mask(entropies, valid)
+            selection = TokenSelection(self._global_quantile_mask(entropies, valid))
         else:
-            selected = self.token_mask.select(
-                valid=valid.cpu(), entropy=entropies.detach().cpu(), generator=self.mask_generator
-            ).policy.to(entropies.device)
-        self._log_selection(entropies.detach(), valid, selected)
-        if self.normalize == "selected":
-            return selected.float() * (valid.sum() / selected.sum().clamp_min(1))
-        return selected
-
-    def _covariance_mask(self, valid: torch.Tensor) -> torch.Tensor:
-        log_prob = self._loss_log_probs.detach()
-        advantages = self._loss_inputs["advantages"]
-        if advantages.dim() == 1:
-            advantages = advantages[:, None]
-        advantages = advantages.expand_as(log_prob)
-        clipped = ppo_clipped(
-            log_prob, self._old_log_probs(log_prob), advantages, self.epsilon_low,
-            self.epsilon_high,
-        )  # fmt: skip
-        selection = self.token_mask.select(
-            valid=valid.cpu(), log_prob=log_prob.cpu(), advantages=advantages.cpu(),
-            clipped=clipped.cpu(), generator=self.mask_generator,
-        )  # fmt: skip
-        if selection.penalty is not None:
-            self._penalty = selection.penalty.to(valid.device)
-        return selection.policy.to(valid.device)
+            selection = self.token_mask.select(
+                valid=valid.cpu(), entropy=entropies.cpu(), generator=self.mask_generator
+            )
+        penalty = None if selection.penalty is None else selection.penalty.to(valid.device)
+        selection = TokenSelection(selection.policy.to(valid.device), penalty)
+        self._log_selection(entropies, valid, selection)
+        return selection
 
     def _global_quantile_mask(self, entropies, valid):
         local = entropies[valid].float()
@@ -137,14 +140,33 @@ class ForkingTokenGRPOTrainer(GRPOTrainer):
         cut = torch.quantile(everything, rho)
         return (entropies <= cut) & valid
 
-    def _log_selection(self, entropies, valid, selected):
-        mode = "train" if self.model.training else "eval"
-        metrics = self._metrics[mode]
+    def _log_selection(self, entropies, valid, selection: TokenSelection):
+        metrics = self._metrics["train" if self.model.training else "eval"]
         count = valid.sum().clamp_min(1)
+        selected = selection.policy & valid
         metrics["tokensieve/selected_fraction"].append(float(selected.sum() / count))
         unselected = valid & ~selected
         for name, part in (("selected", selected), ("unselected", unselected)):
             if part.any():
                 metrics[f"tokensieve/entropy_{name}"].append(float(entropies[part].mean()))
-        if self._penalty is not None:
-            metrics["tokensieve/penalised_fraction"].append(float(self._penalty.sum() / count))
+        if selection.penalty is not None:
+            penalised = float((selection.penalty & valid).sum() / count)
+            metrics["tokensieve/penalised_fraction"].append(penalised)
+
+    def _log_loss_metrics(self, entropies, valid, log_ratio, advantages):
+        """TRL's own loss metrics under TRL's names (entropy, clip ratios), so logs and
+        plots read the same whichever trainer ran."""
+        metrics = self._metrics["train" if self.model.training else "eval"]
+
+        def mean(values):
+            totals = torch.stack([(values * valid).sum(), valid.sum().float()])
+            totals = self.accelerator.reduce(totals, reduction="sum")
+            return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+        ratio = torch.exp(log_ratio)
+        low = (ratio < 1 - self.epsilon_low) & (advantages < 0)
+        high = (ratio > 1 + self.epsilon_high) & (advantages > 0)
+        metrics["entropy"].append(mean(entropies.float()))
+        metrics["clip_ratio/low_mean"].append(mean(low.float()))
+        metrics["clip_ratio/high_mean"].append(mean(high.float()))
+        metrics["clip_ratio/region_mean"].append(mean((low | high).float()))
