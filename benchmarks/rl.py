@@ -36,7 +36,11 @@ ARMS = {
     "top_entropy": ("tokensieve", "top-entropy", 0.2),
     "bottom_entropy": ("tokensieve", "bottom-entropy", 0.8),
     "random": ("tokensieve", "random", 0.2),
+    # TRL's own top_entropy_quantile flag: the anchor for the paper's method
+    "top_entropy_trl": ("trl", "top-entropy", 0.2),
 }
+MAIN_ARMS = ["all", "top_entropy", "bottom_entropy", "random"]
+ANCHOR_ARMS = ["top_entropy", "top_entropy_trl"]
 # metrics.jsonl key → results metric name (the benchmark format's names)
 METRICS = [
     ("test_accuracy", "test_accuracy"),
@@ -122,12 +126,37 @@ def analysis_records(methods: list[str], seeds: list[int]) -> tuple[list[dict], 
     return records, result
 
 
+def anchor_stage(seeds: list[int], train: bool = True) -> None:
+    """tokensieve's `top-entropy` mask and TRL's `top_entropy_quantile` flag, same seeds
+    and budget, in one run; records marked ``stage: anchor``, merged into rl.json."""
+    from common import RESULTS
+    from rl_report import anchor_table
+
+    if train:
+        train_all(ANCHOR_ARMS, seeds)
+    fresh = records_of_runs(ANCHOR_ARMS, seeds)
+    for r in fresh:
+        r["setting"]["stage"] = "anchor"
+    saved = json.loads((RESULTS / "rl.json").read_text())
+    kept = [r for r in saved if r["setting"].get("stage") != "anchor"]
+    markdown = (RESULTS / "rl.md").read_text().split("\n## tokensieve vs TRL's flag")[0]
+    section = anchor_table(fresh, BUDGET["eval_problems"])
+    write_results("rl", kept + fresh, markdown.rstrip() + "\n\n" + section, {})
+    print(section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--methods", nargs="+", default=MAIN_ARMS, choices=list(ARMS))
+    parser.add_argument("--stage", choices=("main", "anchor"), default="main",
+                        help="anchor: tokensieve's top-entropy mask vs TRL's own "
+                        "top_entropy_quantile flag, merged into the saved results")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--replot", action="store_true", help="results from finished runs only")
     args = parser.parse_args()
+    if args.stage == "anchor":
+        anchor_stage(args.seeds, train=not args.replot)
+        return
     if not args.replot:
         train_all(args.methods, args.seeds)
     from rl_report import plots, table

@@ -59,7 +59,7 @@ def test_train_resume_compare_eval(cli, tiny_dir, tmp_path):
         (["--rho", "0"], "rho must be in (0, 1]"),
         (["--rho", "1.5"], "rho must be in (0, 1]"),
         (["--mask", "kl-cov", "--cov-ratio", "0"], "cov-ratio must be in (0, 1]"),
-        (["--plain-trl"], "use it with --mask all"),
+        (["--plain-trl", "--mask", "random"], "use it with --mask all or top-entropy"),
         (["--top-p", "0"], "top-p must be in (0, 1]"),
         (["--eval-every", "-1"], "eval-every must be 0"),
         (["--eval-problems", "0"], "eval-problems must be at least 1"),

@@ -213,3 +213,18 @@ def test_unsupported_trl_options_and_normalisations_are_refused(tiny, tmp_path):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="tokens")
     with pytest.raises(UserError, match="beta"):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), overrides={"beta": 0.1})
+
+
+def test_trls_top_entropy_quantile_selects_what_top_entropy_selects(tiny, tmp_path):
+    """The anchor for the paper's method: TRL's own flag. On 200 random batches (distinct
+    entropies, so no ties) its mask equals `TopEntropy(rho)` exactly."""
+    plain = make_trainer(tiny, tmp_path, None, cls=trl.GRPOTrainer)
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        rho = [0.1, 0.2, 0.5][trial % 3]
+        entropies = torch.rand(4, 12, generator=generator) * 3
+        lengths = torch.randint(1, 13, (4,), generator=generator)
+        valid = torch.arange(12)[None, :] < lengths[:, None]
+        theirs = plain.get_high_entropy_mask(entropies, valid.long(), 1 - rho).bool() & valid
+        ours = TopEntropy(rho).select(valid=valid, entropy=entropies).policy
+        assert torch.equal(theirs, ours), (trial, rho)

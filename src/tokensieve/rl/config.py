@@ -49,7 +49,8 @@ class RunConfig:
                              "selected ones", choices=("all", "selected"))  # fmt: skip
     cov_ratio: float = _option(2e-4, "share of tokens Clip-Cov / KL-Cov act on")
     implementation: str = _option(
-        "tokensieve", "tokensieve's trainer, or TRL's own GRPOTrainer (the all-token anchor)",
+        "tokensieve", "tokensieve's trainer, or TRL's own GRPOTrainer: the all-token anchor "
+        "(mask all) or TRL's top_entropy_quantile flag (mask top-entropy, quantile rho)",
         choices=("tokensieve", "trl"),
     )  # fmt: skip
 
@@ -67,8 +68,11 @@ class RunConfig:
                 raise UserError(f"`{name}` must be at least 1")
         if self.implementation not in ("tokensieve", "trl"):
             raise UserError("implementation must be 'tokensieve' or 'trl'")
-        if self.implementation == "trl" and self.mask != "all":
-            raise UserError("TRL's own trainer trains on every token: use it with `mask` all")
+        if self.implementation == "trl" and self.mask not in ("all", "top-entropy"):
+            raise UserError(
+                "TRL's own trainer has all tokens or its top_entropy_quantile flag: use it "
+                "with `mask` all or top-entropy"
+            )
         if self.eval_every < 0:
             raise UserError("`eval_every` must be 0 (never) or more")
         check_sampling(self.temperature, self.top_p)

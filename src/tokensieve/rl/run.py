@@ -176,6 +176,12 @@ def _grpo_args(config: RunConfig, out: Path, progress: bool):
             top_p=config.top_p,
             epsilon_high=config.epsilon_high,
             num_iterations=config.num_iterations,
+            # TRL's own flag for the paper's method, the anchor of `--mask top-entropy`
+            top_entropy_quantile=(
+                config.rho
+                if config.implementation == "trl" and config.mask == "top-entropy"
+                else 1.0
+            ),
             steps_per_generation=config.steps_per_generation,
             logging_steps=1,
             save_strategy="steps",
