@@ -67,7 +67,8 @@ HELD_OUT_PAGES, HELD_OUT_CHARS = 8, 6000
 WINDOW, STRIDE = 1024, 512
 OMP_K = 8  # tokensurgeon's default is 64; 230k Gemma tokens at k=64 take hours on 2 cores
 METHODS = ["tokenadapt", "mean", "random", "omp"]
-TARGETS = ["bpe-16k", "supertokens-16k", "gemma-3"]
+# supertokens-16k: the reference's character chunks; supertokens-words-16k: whole words
+TARGETS = ["bpe-16k", "supertokens-16k", "supertokens-words-16k", "gemma-3"]
 FINETUNE = {"steps": 60, "batch_size": 4, "length": 256, "lr": 1e-3, "eval_every": 20}
 FINETUNE_TARGETS = ["supertokens-16k", "bpe-16k"]  # Gemma's 262k-row head: too slow here
 MERGEKIT_METHODS = [("mergekit", "subword"), ("mergekit", "omp")]
@@ -126,6 +127,7 @@ class Bench:
             tokenizer = train_tokenizer(
                 training_pages(), VOCAB_SIZE,
                 supertokens=target.startswith("supertokens"), base_tokenizer=self.tokenizer,
+                recipe="words" if "words" in target else "chars",
             )  # fmt: skip
         tokenizer.save_pretrained(directory)
         return tokenizer, directory

@@ -100,3 +100,34 @@ def test_supertokens_cross_word_boundaries_and_compress_more():
     for tokenizer in (plain, super_):
         ids = tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids) == TEXTS[1]
+
+
+def test_character_chunks_follow_the_reference_law():
+    """The reference's recipe: random character lengths from its bins (4–23), nothing
+    stripped, chunks that tile each document and may start mid-word; seeded."""
+    from tokensieve.vocab.train_tokenizer import character_chunks
+
+    texts = [" ".join(TEXTS * 30), "short", "  \n  "]
+    chunks = list(character_chunks(texts, seed=0))
+    assert "".join(chunks) == texts[0] + texts[1]  # whitespace-only documents are skipped
+    lengths = [len(c) for c in chunks[:-2]]  # the last chunk of a document may be short
+    assert min(lengths) >= 4 and max(lengths) <= 23
+    assert 11 < sum(lengths) / len(lengths) < 15  # the bins' mean is about 13
+    pairs = zip(chunks, chunks[1:], strict=False)
+    assert any(a[-1].isalpha() and b[0].isalpha() for a, b in pairs)  # a cut inside a word
+    assert list(character_chunks(texts, seed=0)) == chunks
+    assert list(character_chunks(texts, seed=1)) != chunks
+
+
+def test_both_supertoken_recipes_cross_words_and_round_trip():
+    corpus = [" ".join(["the value of the key is in the table"] * 30)] * 20
+    plain = train_tokenizer(corpus, 300, seed=0)
+    for recipe in ("chars", "words"):
+        tokenizer = train_tokenizer(corpus, 300, supertokens=True, recipe=recipe, seed=0)
+        pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        assert any(" " in p.strip() for p in pieces), recipe
+        assert bytes_per_token(tokenizer, corpus) > bytes_per_token(plain, corpus), recipe
+        ids = tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == TEXTS[1]
+    with pytest.raises(ValueError, match="recipe"):
+        train_tokenizer(corpus, 300, supertokens=True, recipe="lines")

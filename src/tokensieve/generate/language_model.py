@@ -51,7 +51,7 @@ class TokenLM:
 
         check_context(self.model, len(self.prompt_ids) + 1)
         self.cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([self.prompt_ids])
+        ids = torch.tensor([self.prompt_ids], device=self.model.device)
         logits = self.model(input_ids=ids, **with_cache(self.cache), use_cache=True).logits
         self.cache.batch_repeat_interleave(particles)
         self.length = len(self.prompt_ids)
@@ -61,14 +61,14 @@ class TokenLM:
     def step(self, tokens: list[int]) -> np.ndarray:
         """Append one token per cache row; return ``[rows, vocab]`` log-probs."""
         check_context(self.model, self.length + 1)
-        ids = torch.tensor(tokens, dtype=torch.long)[:, None]
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.model.device)[:, None]
         logits = self.model(input_ids=ids, **with_cache(self.cache), use_cache=True).logits
         self.length += 1
         return self._log_probs(logits[:, -1])
 
     def select(self, rows: list[int]) -> None:
         """Keep cache rows `rows` in this order (duplicates copy a particle)."""
-        self.cache.reorder_cache(torch.tensor(rows, dtype=torch.long))
+        self.cache.reorder_cache(torch.tensor(rows, dtype=torch.long, device=self.model.device))
 
     def _log_probs(self, logits: torch.Tensor) -> np.ndarray:
-        return torch.log_softmax(logits.float(), dim=-1).double().numpy()
+        return torch.log_softmax(logits.float(), dim=-1).double().cpu().numpy()

@@ -142,7 +142,7 @@ def text_signals(
     prefix = [] if context is None else [context]
     hint = "analyse the first part with `max_tokens` below {limit}"
     check_context(model, len(prefix) + len(ids), hint)
-    sequence = torch.tensor(prefix + ids, dtype=torch.long)
+    sequence = torch.tensor(prefix + ids, dtype=torch.long, device=model.device)
     values = score_sequence(
         model, sequence, 1, chunk_size=chunk_size, attention=attention, progress=progress
     )
@@ -206,8 +206,8 @@ def generate_answer(
     torch.manual_seed(seed)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     output = model.generate(
-        torch.tensor([prompt_ids]),
-        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+        torch.tensor([prompt_ids], device=model.device),
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=model.device),
         max_new_tokens=max_new_tokens,
         eos_token_id=end_of_turn_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -246,7 +246,7 @@ def answer_signals(
     )
     if not answer_ids:
         raise UserError("the model produced no answer tokens")
-    sequence = torch.tensor(prompt_ids + answer_ids, dtype=torch.long)
+    sequence = torch.tensor(prompt_ids + answer_ids, dtype=torch.long, device=model.device)
     values = score_sequence(
         model,
         sequence,

@@ -52,9 +52,11 @@ class CompressedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         batch, heads, new = key_states.shape[:3]
-        positions = torch.arange(self.cumulative_length, self.cumulative_length + new)
+        device = key_states.device
+        positions = torch.arange(self.cumulative_length, self.cumulative_length + new,
+                                 device=device)  # fmt: skip
         positions = positions.expand(batch, heads, new)
-        zeros = torch.zeros(batch, heads, new, dtype=torch.float32)
+        zeros = torch.zeros(batch, heads, new, dtype=torch.float32, device=device)
         if self.positions is None:
             self.positions, self.scores = positions.clone(), zeros
         else:

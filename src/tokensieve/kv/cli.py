@@ -50,8 +50,8 @@ def cmd_generate(args) -> int:
     started = time.perf_counter()
     with torch.no_grad(), compression(model, cache):
         output = model.generate(
-            torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            torch.tensor([ids], device=model.device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
             **with_cache(cache),
             max_new_tokens=args.max_new_tokens,
             do_sample=False,
@@ -95,10 +95,10 @@ def cmd_eval(args) -> int:
     if len(ids) < args.context + 1:
         raise UserError(f"the text has {len(ids)} tokens; --context {args.context} needs more")
     rows = []
+    tokens = torch.tensor(ids, device=model.device)
     for budget in budgets:
         policies = [_eval_policy(name, budget, args) for name in args.policies]
-        for result in kv_fidelity(model, torch.tensor(ids), args.context, policies,
-                                  not args.quiet):  # fmt: skip
+        for result in kv_fidelity(model, tokens, args.context, policies, not args.quiet):
             if result.policy == "full" and rows:
                 continue
             row = {**result.__dict__, "budget": budget if result.policy != "full" else 1.0}

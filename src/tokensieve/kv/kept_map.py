@@ -21,7 +21,8 @@ def kept_map(model, ids: list[int], policy: KVPolicy) -> np.ndarray:
     """
     cache = CompressedCache(model.config, policy)
     with compression(model, cache):
-        model(input_ids=torch.tensor([ids]), **with_cache(cache), use_cache=True)
+        model(input_ids=torch.tensor([ids], device=model.device), **with_cache(cache),
+              use_cache=True)  # fmt: skip
     share = np.zeros((len(cache.layers), len(ids)))
     for layer, positions in enumerate(cache.kept_positions()):
         heads = positions[0]  # [kv_heads, kept]

@@ -64,7 +64,7 @@ def answer_digits(
     """Greedy continuation of the case's prompt under `policy`; the digits it contains."""
     check_context(model, len(case.ids) + new_tokens)
     cache = CompressedCache(model.config, policy or FullPolicy())
-    ids = torch.tensor([case.ids])
+    ids = torch.tensor([case.ids], device=model.device)
     with compression(model, cache):
         output = model.generate(
             ids,

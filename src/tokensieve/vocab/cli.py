@@ -64,11 +64,16 @@ def cmd_train_tokenizer(args) -> int:
     held = _texts(args.held_out) if args.held_out else texts
     _, base = load_model(args.base_model)
     tokenizer = train_tokenizer(
-        texts, args.vocab_size, supertokens=args.supertokens, base_tokenizer=base, seed=args.seed
+        texts,
+        args.vocab_size,
+        supertokens=args.supertokens,
+        recipe=args.recipe,
+        base_tokenizer=base,
+        seed=args.seed,
     )
     with new_directory(args.out) as (staging, directory):
         tokenizer.save_pretrained(staging)
-    kind = "supertoken BPE" if args.supertokens else "BPE"
+    kind = f"supertoken BPE ({args.recipe} chunks)" if args.supertokens else "BPE"
     print(f"{kind} with {len(tokenizer)} tokens written to {directory}")
     print(f"bytes per token{' (held-out)' if args.held_out else ''}:")
     print(f"  trained   {bytes_per_token(tokenizer, held):.3f}")
@@ -153,6 +158,9 @@ def register(commands) -> None:
     tr.add_argument("--corpus", nargs="+", required=True, help="UTF-8 text files")
     tr.add_argument("--vocab-size", type=int, required=True)
     tr.add_argument("--supertokens", action="store_true", help="merges may cross words")
+    tr.add_argument("--recipe", choices=("chars", "words"), default="chars",
+                    help="supertoken chunks: random character lengths (the reference's) "
+                    "or runs of whole words")  # fmt: skip
     tr.add_argument("--held-out", nargs="+", help="files for the compression report")
     tr.add_argument("--base-model", help="special tokens and chat template from this model")
     tr.add_argument("--out", required=True, help="tokenizer directory (a fresh one if taken)")
