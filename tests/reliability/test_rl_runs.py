@@ -74,3 +74,12 @@ def test_quiet_training_prints_only_its_result(tiny_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.strip().splitlines() == [result.stdout.strip()]  # one line
+
+
+def test_a_model_that_cannot_load_leaves_no_run_behind(cli, tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = cli("rl", "train", "--task", "arithmetic", "--model", tmp_path / "no-model",
+                       "--out", run, *FAST)  # fmt: skip
+    assert one_line_error(code, err, "no model at")
+    assert not run.exists()  # so the corrected command is not "a different configuration"
+    assert train(cli, tiny_dir, run)[0] == 0

@@ -29,11 +29,10 @@ from tokensieve.rl.rollouts import require_chat_template
 from tokensieve.rl.tasks import get_task
 
 
-def check_config(out: Path, config: RunConfig) -> bool:
-    """Start a run in `out` or recognise the one there; True when it already finished.
-
-    A missing or empty directory gets run.json; a directory with run.json must hold the
-    same configuration; any other directory is the user's and is refused."""
+def check_config(out: Path, config: RunConfig) -> str:
+    """What `out` holds for this run: ``"new"`` (missing or empty), ``"resume"`` or
+    ``"finished"`` (run.json with the same configuration; ``final/`` present). Any other
+    directory is the user's and is refused; nothing is written here."""
     path = out / "run.json"
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a run directory")
@@ -43,9 +42,7 @@ def check_config(out: Path, config: RunConfig) -> bool:
                 f"{out} holds files but no run.json, so it is not a tokensieve rl run; "
                 "choose a new `out`"
             )
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(asdict(config), indent=1) + "\n")
-        return False
+        return "new"
     saved = _read_json(path)
     # A field a run.json predates had its default then.
     changed = [
@@ -58,7 +55,13 @@ def check_config(out: Path, config: RunConfig) -> bool:
             f"{out} holds a run with a different configuration ({'; '.join(changed)}); "
             "resume it with the same options or choose a new `out`"
         )
-    return (out / "final").is_dir()
+    return "finished" if (out / "final").is_dir() else "resume"
+
+
+def start_run(out: Path, config: RunConfig) -> None:
+    """Write run.json: from now on `out` is this run's (called once the model loaded)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "run.json", json.dumps(asdict(config), indent=1) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -145,10 +148,13 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
     config.validate()
     out = check_output(out, [config.model, cache_root()])
     args = _grpo_args(config, out, progress)  # TRL's own checks, before run.json is written
-    if check_config(out, config):
+    state = check_config(out, config)
+    if state == "finished":
         return out / "final"
     model, tokenizer = load_model(config.model)
     require_chat_template(tokenizer)
+    if state == "new":  # only a configuration that loads and can train claims `out`
+        start_run(out, config)
     trainer = _trainer(config, out, args, model, tokenizer)
     last = last_complete_checkpoint(out)
     metrics = out / "metrics.jsonl"
