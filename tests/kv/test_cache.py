@@ -25,6 +25,7 @@ from tokensieve.kv import (
     compression,
     make_policy,
 )
+from tokensieve.kv.testing import greedy_logits, run_policy
 from tokensieve.models import with_cache
 
 TEXT = (
@@ -42,23 +43,12 @@ def setup(tiny):
 
 def decode(model, ids, cache=None, steps=6):
     """Greedy manual loop; returns the logits of every step (prefill last row first)."""
-    logits_seen = []
-    cache = DynamicCache(config=model.config) if cache is None else cache
-    with torch.no_grad():
-        out = model(input_ids=ids, **with_cache(cache), use_cache=True)
-        logits_seen.append(out.logits[0, -1])
-        for _ in range(steps):
-            token = logits_seen[-1].argmax()[None, None]
-            out = model(input_ids=token, **with_cache(cache), use_cache=True)
-            logits_seen.append(out.logits[0, -1])
-    return torch.stack(logits_seen)
+    return greedy_logits(model, ids, DynamicCache(config=model.config) if cache is None else cache,
+                         steps)  # fmt: skip
 
 
 def compressed_run(model, ids, policy, steps=6):
-    cache = CompressedCache(model.config, policy)
-    with compression(model, cache):
-        logits = decode(model, ids, cache, steps)
-    return cache, logits
+    return run_policy(model, ids, policy, steps)
 
 
 def test_full_equals_uncompressed_exactly(setup):
