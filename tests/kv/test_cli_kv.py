@@ -92,6 +92,8 @@ def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
         "1",
         "--passkey-tokens",
         "120",
+        "--passkey-mode",
+        "agnostic",
         "--model",
         str(tiny_dir),
         "--out",
@@ -111,6 +113,7 @@ def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
         (["--budgets", "2.5"], "--budget must be in"),
         (["--context", "1"], "--context must be"),
         (["--passkey-cases", "-1"], "must not be negative"),
+        (["--passkey-mode", "sideways"], "invalid choice"),
         (["--policies", "magic"], "invalid choice"),
     ],
 )

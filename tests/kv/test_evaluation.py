@@ -9,7 +9,7 @@ import torch
 
 from tokensieve.kv import H2OPolicy, KeyformerPolicy, StreamingPolicy
 from tokensieve.kv.fidelity import kv_fidelity, teacher_forced_logits
-from tokensieve.kv.passkey import make_passkey_case, passkey_accuracy
+from tokensieve.kv.passkey import answer_digits, make_passkey_case, passkey_accuracy
 
 TEXT = (
     "Return a copy of the string with leading whitespace removed. If chars is given and "
@@ -82,3 +82,59 @@ def test_embedded_full_cache_finds_the_passkey(embedded):
     ]
     accuracy, answers = passkey_accuracy(model, tokenizer, cases, None)
     assert accuracy >= 2 / 3, answers  # the model is small: one miss is tolerated
+
+
+def test_agnostic_passkey_compresses_the_context_before_the_question_exists(tiny):
+    """Query-agnostic mode: the first forward reads exactly the context (chat start and
+    haystack, no question token), the budget is a share of it, and the question comes
+    after, on the compressed cache."""
+    from tokensieve.kv.policies import H2OPolicy
+
+    model, tokenizer = tiny
+    case = make_passkey_case(tokenizer, TEXT * 30, 150, 0.5, seed=0)
+    question = tokenizer.decode(case.ids[case.split :])
+    assert question.lstrip().startswith("What is the secret passkey")
+    assert "What" not in tokenizer.decode(case.ids[: case.split])
+    lengths, budgets = [], []
+
+    class Recording(H2OPolicy):
+        def score(self, scores, seen):
+            if seen.layer == 0:
+                lengths.append(seen.attention.shape[2])
+            return super().score(scores, seen)
+
+        def resolve_budget(self, prompt_length):
+            budgets.append(prompt_length)
+            return super().resolve_budget(prompt_length)
+
+    answer_digits(model, tokenizer, case, Recording(budget=0.25), mode="agnostic")
+    assert lengths[0] == case.split and lengths[1] == len(case.ids) - case.split
+    assert budgets == [case.split]
+    lengths.clear()
+    budgets.clear()
+    answer_digits(model, tokenizer, case, Recording(budget=0.25), mode="aware")
+    assert lengths[0] == len(case.ids) and budgets == [len(case.ids)]
+
+
+def test_both_modes_agree_with_the_full_cache(tiny):
+    model, tokenizer = tiny
+    cases = [make_passkey_case(tokenizer, TEXT * 30, 150, d, s) for s, d in enumerate((0.2, 0.8))]
+    for case in cases:
+        aware = answer_digits(model, tokenizer, case, None, mode="aware")
+        assert answer_digits(model, tokenizer, case, None, mode="agnostic") == aware
+    with pytest.raises(ValueError, match="passkey mode"):
+        answer_digits(model, tokenizer, cases[0], None, mode="sideways")
+
+
+@pytest.mark.embedded
+def test_embedded_full_cache_finds_the_passkey_when_asked_afterwards(embedded):
+    """A case with a known answer in the agnostic mode: the full cache still finds it."""
+    from pydoc_data.topics import topics
+
+    model, tokenizer = embedded
+    haystack = "\n\n".join(topics[k] for k in sorted(topics))
+    cases = [
+        make_passkey_case(tokenizer, haystack, 600, d, s) for s, d in ((0, 0.5), (3, 0.2), (1, 0.8))
+    ]
+    accuracy, answers = passkey_accuracy(model, tokenizer, cases, None, mode="agnostic")
+    assert accuracy >= 2 / 3, answers

@@ -131,7 +131,7 @@ def _passkey(model, tokenizer, text: str, name: str, budget, args) -> float:
         for i in range(args.passkey_cases)
     ]
     policy = None if name == "full" else _eval_policy(name, budget, args)
-    return passkey_accuracy(model, tokenizer, cases, policy)[0]
+    return passkey_accuracy(model, tokenizer, cases, policy, mode=args.passkey_mode)[0]
 
 
 def _print_row(row: dict, passkey: bool) -> None:
@@ -178,6 +178,11 @@ def register(commands) -> None:
     ev.add_argument("--decode", type=int, default=64, help="tokens decoded teacher-forced")
     ev.add_argument("--passkey-cases", type=int, default=0)
     ev.add_argument("--passkey-tokens", type=int, default=1024)
+    ev.add_argument(
+        "--passkey-mode", choices=("aware", "agnostic"), default="aware",
+        help="aware: the question is read with the context; agnostic: the context is "
+        "compressed alone, the question appended after",
+    )  # fmt: skip
     add_common(ev, "model", "seed", "quiet")
     ev.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
     ev.set_defaults(run=cmd_eval)

@@ -3,6 +3,8 @@
 The prompt is a chat turn (haystack with the key sentence at a chosen depth, then the
 question) whose answer is started for the model: "The secret passkey is". The case
 counts as correct when the digits the model then produces greedily equal the key.
+Two modes: "aware" reads the question with the context (a policy may keep what it will be
+asked about); "agnostic" compresses the context alone and appends the question after.
 Scoring the continuation instead of a free answer measures retrieval, not the small
 model's verbosity (measured on the embedded model with the full cache: free answers
 find the key in 3 of 6 cases at 1k tokens).
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tokensieve.errors import UserError
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
@@ -26,11 +29,15 @@ QUESTION = "What is the secret passkey mentioned in the text above?"
 ANSWER_START = "The secret passkey is"
 
 
+MODES = ("aware", "agnostic")
+
+
 @dataclass
 class PasskeyCase:
     key: str
     depth: float
     ids: list[int]  # the whole prompt, answer start included
+    split: int = 0  # ids[:split] is the context (chat start + haystack), the rest the question
 
 
 def make_passkey_case(
@@ -41,31 +48,55 @@ def make_passkey_case(
     key = f"{rng.randrange(10_000, 100_000)}"
     needle = f" The secret passkey is {key}. Remember it: {key}. "
 
+    def rendered(before: str, after: str) -> tuple[str, int]:
+        """The prompt text and the character where the question starts."""
+        context = f"{before}{needle}{after}"
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"{context}\n\n{QUESTION}"}], tokenize=False,
+            add_generation_prompt=True,
+        ) + ANSWER_START  # fmt: skip
+        return text, text.index(f"\n\n{QUESTION}")
+
     def prompt_ids(before: str, after: str) -> list[int]:
-        text = f"{before}{needle}{after}\n\n{QUESTION}"
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-        return tokenizer(rendered + ANSWER_START, add_special_tokens=False)["input_ids"]
+        return tokenizer(rendered(before, after)[0], add_special_tokens=False)["input_ids"]
 
     words = tokenizer(haystack, add_special_tokens=False)["input_ids"]
     budget = max(16, tokens - len(prompt_ids("", "")))
     start = rng.randrange(0, max(1, len(words) - budget))
     filler = words[start : start + budget]
     cut = int(depth * len(filler))
-    ids = prompt_ids(tokenizer.decode(filler[:cut]), tokenizer.decode(filler[cut:]))
-    return PasskeyCase(key=key, depth=depth, ids=ids)
+    text, question = rendered(tokenizer.decode(filler[:cut]), tokenizer.decode(filler[cut:]))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # The question starts at the first token that reaches past the haystack (a token that
+    # straddles the boundary goes with the question: the context never sees it).
+    split = next(i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > question)
+    return PasskeyCase(key=key, depth=depth, ids=encoded["input_ids"], split=split)
 
 
 @torch.no_grad()
 def answer_digits(
-    model, tokenizer, case: PasskeyCase, policy: KVPolicy | None, new_tokens: int = 8
+    model,
+    tokenizer,
+    case: PasskeyCase,
+    policy: KVPolicy | None,
+    new_tokens: int = 8,
+    mode: str = "aware",
 ) -> str:
-    """Greedy continuation of the case's prompt under `policy`; the digits it contains."""
+    """Greedy continuation of the case's prompt under `policy`; the digits it contains.
+
+    ``mode="aware"``: the whole prompt, question included, is read (and compressed) at
+    once, so a policy may see what will be asked. ``"agnostic"``: the context is read
+    and compressed alone (the budget is a share of it), then the question and the answer
+    start are appended to the compressed cache, as when a compressed context is reused
+    (kvpress's pipeline)."""
+    if mode not in MODES:
+        raise UserError(f"unknown passkey mode {mode!r}; choose one of {', '.join(MODES)}")
     check_context(model, len(case.ids) + new_tokens)
     cache = CompressedCache(model.config, policy or FullPolicy())
     ids = torch.tensor([case.ids], device=model.device)
     with compression(model, cache):
+        if mode == "agnostic":
+            model(input_ids=ids[:, : case.split], **with_cache(cache), use_cache=True)
         output = model.generate(
             ids,
             attention_mask=torch.ones_like(ids),
@@ -77,8 +108,10 @@ def answer_digits(
     return re.sub(r"\D", "", text)[: len(case.key)]
 
 
-def passkey_accuracy(model, tokenizer, cases: list[PasskeyCase], policy: KVPolicy | None):
+def passkey_accuracy(
+    model, tokenizer, cases: list[PasskeyCase], policy: KVPolicy | None, mode: str = "aware"
+):
     """Share of `cases` whose greedy digits equal the key, and the per-case answers."""
-    answers = [answer_digits(model, tokenizer, case, policy) for case in cases]
+    answers = [answer_digits(model, tokenizer, case, policy, mode=mode) for case in cases]
     correct = [answer == case.key for answer, case in zip(answers, cases, strict=True)]
     return sum(correct) / max(len(cases), 1), answers

@@ -1,14 +1,23 @@
 """Keyformer (Adnan et al., MLSys 2024): Gumbel-regularised key-token scores.
 
-Per the reference code (d-matrix-ai/keyformer-llm): a slot's score accumulates, over
-forwards, ``softmax((a + ζ) / τ_t)`` summed over queries, where ``a`` are the
-pre-softmax attention logits, ``ζ`` i.i.d. Gumbel(0, 1) noise and the temperature rises
+As the paper defines it (and as the reference code, d-matrix-ai/keyformer-llm,
+computes the score): a slot's score accumulates, over forwards,
+``softmax((a + ζ) / τ_t)`` summed over queries, where ``a`` are the pre-softmax
+attention logits, ``ζ`` i.i.d. Gumbel(0, 1) noise and the temperature rises
 linearly ``τ_t = τ_init + t·(τ_end − τ_init)/max_new_tokens`` with the forward count
 ``t`` (0 at prefill). Since ``log A = a − logsumexp(a)``, the logits are recovered
 from the attention weights up to a per-row constant, which the softmax cancels.
 The budget is split into a recent window (30% by default) and key tokens; there is
 no explicit sink. The reference masks discarded tokens; here they are evicted.
 With grouped-query attention a KV head sums its query heads' scores.
+
+Where the authors' code departs from the paper, tokensieve follows the paper: the key
+tokens are chosen again at every decoding step. In the reference
+(``models/mpt-keyformer-lib/attention.py`` at f327831, lines 152–193, the GPT-J and
+Cerebras files alike) the selection freezes after the prompt: evicted tokens' scores
+are zeroed and masked before the next softmax, an AND of masks keeps them out, and an
+off-by-one between the length-L scores and the length-(L+1) mask drops the token that
+leaves the recent window; scores keep accumulating but the kept set never changes.
 """
 
 from __future__ import annotations

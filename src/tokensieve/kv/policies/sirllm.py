@@ -1,7 +1,7 @@
 """SirLLM (Yao, Li, Zhao 2024): keep the tokens the model found surprising, with decay.
 
-Per the reference code (Zoeyyao27/SirLLM): a token's importance is its
-self-information ``e_i = -log p(x_i | x_<i)`` from the LM head (one value per token,
+As the paper defines it: a token's importance is its self-information
+``e_i = -log p(x_i | x_<i)`` from the LM head (one value per token,
 shared by every layer and head; the very first token gets the maximum of the list),
 and after each eviction all stored values are multiplied by `decay`, so old tokens
 fade while new ones enter undecayed. Kept: `sink` first tokens ∪ the most important
@@ -12,6 +12,11 @@ selection runs at the end of every multi-token forward (each input read), when t
 input's own importance is known; generated tokens are kept until the next input.
 The reference selects before appending the next input instead, so that input attends
 to the compressed cache; here it attends to the answer just generated too.
+
+Where the authors' code departs from the paper, tokensieve follows the paper: the
+reference (``sir_llm/eval_utils.py`` ``_cal_selfinfo`` at 4c95578) looks the current
+token's id up in the *next*-token distribution, so token i stores
+``-log p(next = x_{i-1} | x_≤i-1)``, the right distribution with the id one token off.
 """
 
 from __future__ import annotations
