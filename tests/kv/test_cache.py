@@ -228,8 +228,10 @@ def test_snapkv_window_vote_with_pooling(setup):
             for i in range(n):
                 total = 0.0
                 for h in heads:
+                    # kvpress and the authors pool over the prefix before the window only
                     votes = [float(attention[0, h, n - window :, j].mean()) for j in range(n)]
-                    pooled = sum(votes[j] for j in range(i - 2, i + 3) if 0 <= j < n) / 5
+                    prefix = n - window
+                    pooled = sum(votes[j] for j in range(i - 2, i + 3) if 0 <= j < prefix) / 5
                     total += pooled / len(heads)
                 scores.append(total)
             assert kept[layer][g].tolist() == reference_keep(scores, n, cache.budget, 0, window)

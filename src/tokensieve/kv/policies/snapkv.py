@@ -1,9 +1,11 @@
 """SnapKV (Li et al., 2024), as kvpress implements it: compress the prompt once.
 
-The last `window` prompt queries vote: their attention to the earlier keys, averaged
-over the window, smoothed by a 1-D average pool (kernel 5), averaged over the query
-heads of each KV head. The window itself is always kept. Prefill only: tokens
-generated afterwards are all kept.
+The last `window` prompt queries vote: their attention to the earlier keys (the prefix
+before the window), averaged over the window, smoothed by a 1-D average pool (kernel 5)
+over the prefix only, as kvpress's SnapKVPress and the authors' code do (the window's
+own keys never enter the pool, so they cannot raise their neighbours' scores), averaged
+over the query heads of each KV head. The window itself is always kept. Prefill only:
+tokens generated afterwards are all kept.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ class SnapKVPolicy(KVPolicy):
         attention = seen.attention
         keys = attention.shape[-1]
         window = min(self.window, attention.shape[2], keys)
-        votes = attention[:, :, -window:, :].float().mean(dim=2)  # [batch, heads, keys]
-        pooled = torch.nn.functional.avg_pool1d(
-            votes, kernel_size=self.kernel, padding=self.kernel // 2, stride=1
-        )[..., :keys]
+        prefix = keys - window
+        votes = attention[:, :, -window:, :prefix].float().mean(dim=2)  # [batch, heads, prefix]
+        pooled = torch.zeros(*votes.shape[:2], keys, device=votes.device)
+        if prefix:  # the window's own slots stay 0: they are kept as the recent window
+            pooled[..., :prefix] = torch.nn.functional.avg_pool1d(
+                votes, kernel_size=self.kernel, padding=self.kernel // 2, stride=1
+            )[..., :prefix]
         grouped = per_kv_head(pooled[:, :, None, :], seen.kv_heads)
         return grouped.mean(dim=(2, 3))
