@@ -393,3 +393,19 @@ def test_tidaldecode_selects_in_one_layer_and_reuses_in_the_next():
         else:
             for h in range(heads):
                 assert torch.nonzero(keep[0, h, 0]).flatten().tolist() == chosen[h]
+
+
+def test_sirllm_surprisal_in_chunks_equals_the_whole_log_softmax():
+    """SirLLM scores long inputs in chunks of positions (bounded memory); across chunk
+    borders every value equals −log p(x_i | x_<i) from one log-softmax of everything."""
+    from tokensieve.kv.policies.sirllm import SirLLMState
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 1200, 50, generator=generator)
+    ids = torch.randint(0, 50, (1, 1200), generator=generator)
+    scores = SirLLMPolicy().token_scores(SirLLMState(), ids, logits)
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    expected = [-float(logp[0, i - 1, ids[0, i]]) for i in range(1, 1200)]
+    torch.testing.assert_close(scores[0, 1:].double(), torch.tensor(expected, dtype=torch.double),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert scores[0, 0] == scores[0, 1:].max()  # the first token: the list's maximum

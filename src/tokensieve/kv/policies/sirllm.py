@@ -47,10 +47,15 @@ class SirLLMPolicy(KVPolicy):
         return SirLLMState()
 
     def token_scores(self, state: SirLLMState, input_ids, logits):
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [batch, q, vocab]
         new = input_ids.shape[1]
         surprisal = torch.empty(input_ids.shape, dtype=torch.float32, device=logits.device)
-        surprisal[:, 1:] = -logp[:, :-1].gather(2, input_ids[:, 1:, None])[..., 0]
+        # In chunks of positions: a float32 log-softmax of a whole 8k-token input would
+        # be another [8k, vocab] tensor (1.6 GB for SmolLM2) beside the logits.
+        for start in range(0, new - 1, 512):
+            stop = min(start + 512, new - 1)
+            logp = torch.log_softmax(logits[:, start:stop].float(), dim=-1)
+            targets = input_ids[:, start + 1 : stop + 1, None]
+            surprisal[:, start + 1 : stop + 1] = -logp.gather(2, targets)[..., 0]
         if state.last_logits is not None:
             previous = torch.log_softmax(state.last_logits.float(), dim=-1)
             surprisal[:, 0] = -previous.gather(1, input_ids[:, :1])[:, 0]
