@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tokensieve.kv import CompressedCache, H2OPolicy, SnapKVPolicy, compression
@@ -59,3 +60,70 @@ def test_last_rows_only_equal_eager(tiny):
     assert len(seen) == model.config.num_hidden_layers
     for attention, weights in zip(seen, reference.attentions, strict=True):
         torch.testing.assert_close(attention, weights[:, :, -4:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "additive", "bool"])
+def test_gathered_attention_equals_attention_over_exactly_the_selected_keys(mask_kind):
+    """The selection policies' decode step reads only the chosen keys: its output equals a
+    softmax over exactly those keys (minus masked ones), head by head, written out here."""
+    import math
+
+    from tokensieve.kv.selection import gathered_attention
+
+    generator = torch.Generator().manual_seed(0)
+    batch, heads, kv_heads, keys, dim, count = 2, 4, 2, 11, 8, 5
+    query = torch.randn(batch, heads, 1, dim, generator=generator)
+    key = torch.randn(batch, kv_heads, keys, dim, generator=generator)
+    value = torch.randn(batch, kv_heads, keys, dim, generator=generator)
+    keep = torch.zeros(batch, heads, 1, keys, dtype=torch.bool)
+    for b in range(batch):
+        for h in range(heads):  # a different choice per head, as TidalDecode makes
+            keep[b, h, 0, torch.randperm(keys, generator=generator)[:count]] = True
+    hidden = torch.zeros(batch, 1, 1, keys, dtype=torch.bool)
+    hidden[0, 0, 0, 3] = hidden[1, 0, 0, 7] = True  # e.g. padding
+    mask = {"none": None, "bool": ~hidden,
+            "additive": torch.where(hidden, float("-inf"), 0.0)}[mask_kind]  # fmt: skip
+    scaling = dim**-0.5
+    output = gathered_attention(query, key, value, mask, scaling, keep)
+    for b in range(batch):
+        for h in range(heads):
+            g = h // (heads // kv_heads)
+            visible = [j for j in range(keys) if keep[b, h, 0, j]
+                       and not (mask is not None and hidden[b, 0, 0, j])]  # fmt: skip
+            logits = [scaling * float(query[b, h, 0] @ key[b, g, j]) for j in visible]
+            top = max(logits)
+            weights = [math.exp(x - top) for x in logits]
+            expected = sum(w * value[b, g, j] for w, j in zip(weights, visible, strict=True))
+            torch.testing.assert_close(output[b, h, 0], expected / sum(weights),
+                                       rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["tokenselect", "tidaldecode"])
+def test_selection_decodes_as_masked_full_attention(name, monkeypatch):
+    """Gathering the selected keys gives the model the same logits as attending to the
+    whole cache with every other key masked out (the earlier implementation)."""
+    from tokensieve.kv import make_policy, selection
+    from tokensieve.kv.attention import eager_rows
+    from tokensieve.kv.testing import run_policy
+    from tokensieve.models import tiny_model
+
+    model, tokenizer = tiny_model(layers=4, seed=0)  # TidalDecode: a layer between two
+    options = {"sparse_start": 1, "correction_layer": 3} if name == "tidaldecode" else {}
+    ids = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"]])
+    calls = []
+    original = selection.gathered_attention
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(selection, "gathered_attention", counted)
+    _, gathered = run_policy(model, ids, make_policy(name, budget=0.3, **options), steps=5)
+    assert calls, "no decode step read a selection"
+
+    def masked(query, key, value, mask, scaling, keep):
+        return eager_rows(query, key, value, mask, scaling, keep)[0]
+
+    monkeypatch.setattr(selection, "gathered_attention", masked)
+    _, reference = run_policy(model, ids, make_policy(name, budget=0.3, **options), steps=5)
+    torch.testing.assert_close(gathered, reference, rtol=1e-5, atol=1e-5)

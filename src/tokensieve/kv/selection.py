@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from tokensieve.kv.attention import eager_rows, register, sdpa_rows
+from tokensieve.kv.attention import register, sdpa_rows
 from tokensieve.kv.policy import Budget
 
 IMPLEMENTATION = "tokensieve_selective"
@@ -38,14 +38,50 @@ class SelectionPolicy(Budget):
 
 
 def selective_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
-    """SDPA for multi-query forwards (prefill is full); at single-query steps, eager
-    attention restricted to the policy's selection."""
+    """SDPA for multi-query forwards (prefill is full); at single-query steps, attention
+    over the selected keys only, gathered, so a step's cost follows the budget."""
     if query.shape[2] > 1:
         return sdpa_rows(query, key, value, attention_mask, scaling).transpose(1, 2), None
     cache = getattr(module, "_tokensieve_cache", None)
     keep = None if cache is None else cache.policy.select(module, query, key, cache)
-    output, weights = eager_rows(query, key, value, attention_mask, scaling, keep)
-    return output.transpose(1, 2).contiguous(), weights
+    if keep is None:
+        output = sdpa_rows(query, key, value, attention_mask, scaling)
+    else:
+        output = gathered_attention(query, key, value, attention_mask, scaling, keep)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def gathered_attention(query, key, value, mask, scaling, keep) -> torch.Tensor:
+    """One query row per head attending to its selected keys only: ``[b, heads, 1, d]``.
+
+    `keep` ``[b, heads, 1, keys]`` marks the same number of keys for every head (both
+    selection policies choose a fixed count). Only those keys and values are gathered,
+    from their KV head (query head h reads KV head h // group, as transformers' grouping),
+    without copying the cache per query head.
+    """
+    batch, heads, _, dim = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    count = int(keep[0, 0, 0].sum())
+    # positions of the kept keys per head, in order: the largest `count` of a 0/1 row
+    chosen = keep[:, :, 0].to(torch.int8).topk(count, dim=-1, sorted=False).indices
+    chosen = chosen.sort(dim=-1).values  # [b, heads, count]
+    kv_of_head = torch.arange(heads, device=query.device) // (heads // kv_heads)
+    flat = (kv_of_head[None, :, None] * keys + chosen).reshape(batch, heads * count)
+    index = flat[..., None].expand(-1, -1, dim)
+    picked_keys = key.reshape(batch, kv_heads * keys, dim).gather(1, index)
+    picked_values = value.reshape(batch, kv_heads * keys, dim).gather(1, index)
+    picked_keys = picked_keys.view(batch, heads, count, dim)
+    picked_values = picked_values.view(batch, heads, count, dim)
+    logits = torch.matmul(query, picked_keys.transpose(2, 3)) * scaling  # [b, heads, 1, k]
+    if mask is not None:
+        rows = mask[:, :, -1:, :].expand(batch, heads, 1, keys)
+        picked_mask = rows.gather(-1, chosen[:, :, None, :])
+        if picked_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~picked_mask, float("-inf"))
+        else:
+            logits = logits + picked_mask
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(weights, picked_values)
 
 
 register(IMPLEMENTATION, selective_attention)
