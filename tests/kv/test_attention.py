@@ -62,8 +62,9 @@ def test_last_rows_only_equal_eager(tiny):
         torch.testing.assert_close(attention, weights[:, :, -4:], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-head", "shared"])
 @pytest.mark.parametrize("mask_kind", ["none", "additive", "bool"])
-def test_gathered_attention_equals_attention_over_exactly_the_selected_keys(mask_kind):
+def test_gathered_attention_equals_attention_over_exactly_the_selected_keys(mask_kind, shared):
     """The selection policies' decode step reads only the chosen keys: its output equals a
     softmax over exactly those keys (minus masked ones), head by head, written out here."""
     import math
@@ -79,6 +80,8 @@ def test_gathered_attention_equals_attention_over_exactly_the_selected_keys(mask
     for b in range(batch):
         for h in range(heads):  # a different choice per head, as TidalDecode makes
             keep[b, h, 0, torch.randperm(keys, generator=generator)[:count]] = True
+    if shared:  # one choice for all heads, as TokenSelect makes (an expanded view)
+        keep = keep[:, :1].expand(batch, heads, 1, keys)
     hidden = torch.zeros(batch, 1, 1, keys, dtype=torch.bool)
     hidden[0, 0, 0, 3] = hidden[1, 0, 0, 7] = True  # e.g. padding
     mask = {"none": None, "bool": ~hidden,

@@ -37,6 +37,34 @@ class SelectionPolicy(Budget):
         raise NotImplementedError
 
 
+def _shared_gathered_attention(query, key, value, mask, scaling, keep, count):
+    """`gathered_attention` when every head keeps the same keys: each KV head's chosen
+    rows are gathered once and read by its group of query heads."""
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    chosen = keep[:, 0, 0].to(torch.int8).topk(count, dim=-1, sorted=False).indices
+    chosen = chosen.sort(dim=-1).values  # [b, count]
+    index = chosen[:, None, :, None].expand(batch, kv_heads, count, dim)
+    picked_keys, picked_values = key.gather(2, index), value.gather(2, index)
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    logits = torch.matmul(grouped, picked_keys.transpose(2, 3)) * scaling  # [b, kv, g, k]
+    if mask is not None:
+        row = mask[:, 0, -1, :].gather(-1, chosen)[:, None, None, :]  # [b, 1, 1, count]
+        logits = logits.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else (
+            logits + row)  # fmt: skip
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(weights, picked_values).view(batch, heads, 1, dim)
+
+
+def per_head_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``q_h·k`` for every query head and cached key, ``[b, heads, 1, keys]``, computed
+    per KV head (query head h uses KV head h // group) without copying the cache."""
+    batch, heads, rows, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, (heads // kv_heads) * rows, dim)
+    return torch.matmul(grouped, key.transpose(2, 3)).view(batch, heads, rows, -1)
+
+
 def selective_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
     """SDPA for multi-query forwards (prefill is full); at single-query steps, attention
     over the selected keys only, gathered, so a step's cost follows the budget."""
@@ -62,6 +90,8 @@ def gathered_attention(query, key, value, mask, scaling, keep) -> torch.Tensor:
     batch, heads, _, dim = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
     count = int(keep[0, 0, 0].sum())
+    if keep.stride(1) == 0:  # one choice for every head (TokenSelect): gather per KV head
+        return _shared_gathered_attention(query, key, value, mask, scaling, keep, count)
     # positions of the kept keys per head, in order: the largest `count` of a 0/1 row
     chosen = keep[:, :, 0].to(torch.int8).topk(count, dim=-1, sorted=False).indices
     chosen = chosen.sort(dim=-1).values  # [b, heads, count]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tokensieve.kv.selection import SelectionPolicy
+from tokensieve.kv.selection import SelectionPolicy, per_head_logits
 
 
 @dataclass
@@ -40,8 +40,7 @@ class TidalDecodePolicy(SelectionPolicy):
         if layer < self.sparse_start or count >= keys:
             return None
         if layer in (self.sparse_start, correction):
-            groups = query.shape[1] // key.shape[1]
-            logits = torch.matmul(query, key.repeat_interleave(groups, 1).transpose(2, 3))
+            logits = per_head_logits(query, key)
             positions = (logits * module.scaling).topk(count, -1).indices
             cache.policy_state.positions = positions
             return None  # selection layers attend fully

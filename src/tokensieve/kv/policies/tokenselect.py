@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokensieve.kv.selection import SelectionPolicy
+from tokensieve.kv.selection import SelectionPolicy, per_head_logits
 
 
 @dataclass
@@ -55,8 +55,7 @@ class TokenSelectPolicy(SelectionPolicy):
         if reuse:
             chosen = memory[1]
         else:
-            groups = query.shape[1] // key.shape[1]
-            scores = torch.matmul(query, key.repeat_interleave(groups, 1).transpose(2, 3))
+            scores = per_head_logits(query, key)
             candidates = scores[:, :, 0, self.sink : keys - local]  # [batch, heads, m]
             votes = torch.softmax(candidates.float(), dim=-1).sum(dim=1)  # [batch, m]
             chosen = votes.topk(top_k, dim=-1).indices + self.sink
