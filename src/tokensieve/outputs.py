@@ -162,11 +162,8 @@ def staged_directory(target: str | Path, *, replace: bool = False) -> Iterator[P
 
 
 def _move_into_place(staging: Path, target: Path, replace: bool) -> None:
-    if target.is_dir() and not any(target.iterdir()):
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         os.replace(staging, target)  # rename(2) may replace an empty directory
-        return
-    if not target.exists():
-        os.replace(staging, target)
         return
     if not replace:
         raise UserError(f"{target} appeared while writing; nothing was replaced")

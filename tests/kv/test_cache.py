@@ -89,7 +89,7 @@ def test_memory_shrinks_to_budget_and_sinks_and_recent_are_kept(setup, policy):
     assert cache.budget == budget
     config = model.config
     head_dim = config.hidden_size // config.num_attention_heads
-    expected_slots = budget if policy.every_step else budget + steps
+    expected_slots = budget if policy.compresses == "every step" else budget + steps
     per_slot = 2 * config.num_key_value_heads * head_dim * 4  # keys + values, float32
     assert cache.kv_bytes() == config.num_hidden_layers * expected_slots * per_slot
     seen = n + steps

@@ -200,15 +200,14 @@ class CompressedCache(Cache):
         for layer in self.layers:
             layer.scores[..., -new:] = scores[:, None, :].to(layer.scores.device)
         if self.policy.compresses == "per input" and new > 1:
-            budget = self.resolve_budget()
             for index, layer in enumerate(self.layers):
                 layer.scores = self.policy.score(layer.scores, self.seen(index))
-                self.evict(index, budget)
+                self.evict(index)
 
-    def evict(self, layer_idx: int, budget: int | None = None) -> None:
+    def evict(self, layer_idx: int) -> None:
         """Keep the sink, the recent window and the top-ranked rest, per KV head."""
         layer = self.layers[layer_idx]
-        budget = self.budget if budget is None else budget
+        budget = self.resolve_budget()
         kept = layer.physical_length()
         if kept <= budget:
             return

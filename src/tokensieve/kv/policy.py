@@ -92,10 +92,6 @@ class Budget:
         """The policy's own state for one cache (one stream of text), if it needs one."""
         return None
 
-    @property
-    def every_step(self) -> bool:
-        return self.compresses == "every step"
-
 
 @dataclass
 class Seen:
