@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab bench-rl clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab bench-rl bench-speculate clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,6 +88,12 @@ bench-vocab: $(STAMP) $(MERGEKIT_VENV)/.installed
 # anchor); about 10 minutes per run on 2 cores; interrupted runs resume.
 bench-rl: $(STAMP)
 	$(PY) benchmarks/rl.py
+
+# The anchor (transformers' greedy and prompt-lookup generate) is already installed;
+# the docs prompts are Debian's python3.11-doc tutorial pages.
+bench-speculate: $(STAMP)
+	test -d /usr/share/doc/python3.11/html/_sources || apt-get install -y -q python3.11-doc
+	$(PY) benchmarks/speculate.py
 
 bench-generate: $(STAMP)
 	$(PIP) install -q -e '.[bench]' $(TORCH)

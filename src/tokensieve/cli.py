@@ -17,7 +17,7 @@ from tokensieve.commandline import Parser, quiet_libraries
 from tokensieve.errors import Terminated, UserError, termination_unwinds
 
 DESCRIPTION = "Find the tokens that matter in a language model's work, and act only on them."
-CAPABILITIES = ("inspect", "generate", "kv", "vocab", "rl")
+CAPABILITIES = ("inspect", "generate", "kv", "vocab", "rl", "speculate", "bytes")
 
 
 def build_parser() -> Parser:

@@ -72,11 +72,16 @@ def _check_args(args) -> str | None:
 
 def _extra_signal(args):
     """The signal another capability computes for the report, if one was asked for."""
+    if args.kv_policy and args.speculate:
+        raise UserError("give one of --kv-policy and --speculate")
     if args.kv_policy:
         return EXTRA_SIGNALS.build("kv_kept", policy=args.kv_policy, budget=args.budget)
+    if args.speculate:
+        return EXTRA_SIGNALS.build("speculated", method=args.speculate)
     if args.signal in SIGNALS:
         return None
-    raise UserError(f"--signal {args.signal} needs its options (for kv_kept: --kv-policy)")
+    raise UserError(f"--signal {args.signal} needs its options "
+                    "(kv_kept: --kv-policy; speculated: --speculate)")  # fmt: skip
 
 
 def _print_summary(signals, summary: dict, directory: Path) -> None:
@@ -129,4 +134,9 @@ def register(commands) -> None:
         help="also mark the tokens this KV policy keeps (see `tokensieve kv generate --help`)",
     )  # fmt: skip
     inspect.add_argument("--budget", default="0.2", help="KV budget for --kv-policy")
+    inspect.add_argument(
+        "--speculate", metavar="METHOD",
+        help="also mark the tokens this drafter had for free, drafted and accepted "
+        "(recycling, lookahead, prompt-lookup; see `tokensieve speculate --help`)",
+    )  # fmt: skip
     inspect.set_defaults(run=cmd_inspect)
