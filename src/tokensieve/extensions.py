@@ -1,10 +1,11 @@
 """Where one capability serves another without importing it.
 
-`inspect` can colour its report by a signal that another capability computes (today:
-which tokens a KV policy keeps). The provider adds itself to `EXTRA_SIGNALS` when its
-command line module loads (`tokensieve.cli` loads every capability before parsing); the
-consumer finds it by name. Neither imports the other, and a new provider needs no change
-to `inspect`.
+`inspect` can colour its report by a signal that another capability computes (which
+tokens a KV policy keeps, which tokens a drafter had for free); `generate` can sample
+over another capability's view of the model (bytes instead of tokens). The provider adds
+itself to a registry here when its command line module loads (`tokensieve.cli` loads
+every capability before parsing); the consumer finds it by name. Neither imports the
+other, and a new provider needs no change to the consumer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ class ExtraSignal(Protocol):
 
 
 EXTRA_SIGNALS = Registry("extra signal", {})
+
+# Views of a model that `generate`'s samplers can draw from in place of its tokens: built
+# as ``view(model, tokenizer, prompt_ids)``, with the interface of
+# `tokensieve.generate.language_model.TokenLM` (start, step, select, token_bytes, eos_ids,
+# forbidden, vocab_size). `bytes` registers "bytes".
+LANGUAGE_MODEL_VIEWS = Registry("language model view", {})
 
 
 class LiveChoices:

@@ -117,10 +117,11 @@ def test_cache_after_partial_acceptance_equals_plain_decoding(tiny64):
 def test_every_method_is_lossless(tiny64, method):
     model, tokenizer = tiny64
     drafter = DRAFTERS.build(method)  # one drafter for all prompts: a hot matrix / trie
+    eos = tokenizer.eos_token_id  # the same end token for both, given explicitly
     for text in TEXTS:
         prompt = _ids(tokenizer, text)
-        result = speculative_generate(model, prompt, drafter, 80)
-        assert result.tokens == _greedy(model, prompt, 80), text
+        result = speculative_generate(model, prompt, drafter, 80, eos_token_ids=[eos])
+        assert result.tokens == _greedy(model, prompt, 80, eos=eos), text
         assert sum(result.committed) == len(result.tokens) == 80
         assert result.forwards == len(result.drafted) and result.accepted_per_forward >= 1
     assert result.accepted_per_forward > 1.5  # the tiny model repeats itself: drafts pay
@@ -249,3 +250,21 @@ def test_following_a_text_replays_it_and_agrees_with_a_real_run(tiny64):
     text = _ids(tokenizer, TEXTS[1])[:30]  # not the model's own answer: replayed as given
     other = speculative_generate(model, prompt, TokenRecycling(tree_size=16), 1, follow=text)
     assert other.tokens == text and sum(other.committed) == 30
+
+
+def test_truncation_cuts_after_the_limit_or_the_first_end_token():
+    from tokensieve.speculate.decode import SpeculationResult, _truncate
+
+    def made():  # the prefill's token, then steps of 3 and 4 tokens
+        return SpeculationResult([1], [5, 6, 7, 8, 9, 10, 11, 12], committed=[1, 3, 4],
+                                 drafted=[0, 7, 7], free=[False, True, True, False,
+                                                          True, True, True, False])  # fmt: skip
+
+    result = made()
+    _truncate(result, 6, eos=set())  # the last step overshot by 2
+    assert result.tokens == [5, 6, 7, 8, 9, 10] and result.committed == [1, 3, 2]
+    assert len(result.free) == 6 and result.forwards == 3
+    result = made()
+    _truncate(result, 8, eos={7})  # an end token accepted mid-step: cut after it
+    assert result.tokens == [5, 6, 7] and result.committed == [1, 2]
+    assert result.drafted == [0, 7]

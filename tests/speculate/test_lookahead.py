@@ -3,10 +3,18 @@ rule of the authors' mask figure, the n-gram harvest, the window's moves, the po
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from tokensieve.models import tiny_model
 from tokensieve.speculate.lookahead import LookaheadDecoding
-from tokensieve.speculate.tree import Draft, attention_mask
+from tokensieve.speculate.tree import attention_mask
+
+
+@pytest.fixture(scope="module")
+def tiny64_sdpa():
+    model, tokenizer = tiny_model(seed=0, layers=3)
+    return model.double(), tokenizer
 
 
 def _steady(level=4, window=3):
@@ -87,4 +95,36 @@ def test_draft_respects_the_tree_size():
     drafter.pool = {9: [(1, 2, 3), (4, 5, 6)]}
     draft = drafter.draft([9])
     assert len(draft.tokens) - 1 == 3
-    assert Draft(draft.tokens, draft.parents)  # a valid tree
+    assert draft.tokens == [9, 4, 5, 6] or draft.tokens == [9, 1, 2, 3]
+
+
+def test_each_window_cell_reads_what_its_jacobi_step_would_read(tiny64_sdpa):
+    """A side cell's logits equal decoding, one token at a time, the root and the cells it
+    sees in position order: the visible positions run unbroken from the root's to its own."""
+    import copy
+
+    from tokensieve.models import with_cache
+    from tokensieve.speculate.decode import new_cache, verify
+
+    model, tokenizer = tiny64_sdpa
+    prompt = tokenizer("The quick brown fox", add_special_tokens=False)["input_ids"]
+    drafter = _steady(level=4, window=3)
+    draft = drafter.draft(prompt)  # root = prompt[-1]; empty pool: the window alone
+    prefix = prompt[:-1]
+    cache = new_cache(model)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([prefix]), **with_cache(cache), use_cache=True)
+        logits = verify(model, copy.deepcopy(cache), draft, len(prefix))
+    side = draft.side
+    tokens = [draft.tokens[0], *side.tokens]
+    offsets = [0, *side.offsets]
+    for i in range(len(side.tokens)):
+        seen = [0] + [1 + k for k in range(len(side.tokens)) if side.sees[i, 1 + k]]
+        seen.sort(key=lambda k: offsets[k])
+        assert [offsets[k] for k in seen] == list(range(offsets[1 + i] + 1))  # unbroken
+        alone = copy.deepcopy(cache)
+        with torch.no_grad():
+            for k in seen:
+                out = model(input_ids=torch.tensor([[tokens[k]]]), **with_cache(alone),
+                            use_cache=True).logits[0, -1]  # fmt: skip
+        assert torch.allclose(logits[len(draft.tokens) + i], out.float(), atol=1e-10), i

@@ -62,6 +62,7 @@ class ByteLM:
         beam: int | None = 8,
         prune: float = 0.0,
         eos_ids=None,
+        fixed_head: bool = False,
     ):
         if beam is not None and beam < 1:
             raise UserError(f"`beam` must be at least 1 (or None for every cover), got {beam}")
@@ -79,6 +80,7 @@ class ByteLM:
             raise UserError("the token context is empty: give at least a start token")
         self.eos = [int(t) for t in (end_of_turn_ids(tokenizer) if eos_ids is None else eos_ids)]
         self.beam, self.log_prune = beam, (math.log(prune) if prune > 0 else -math.inf)
+        self.tokenizer, self.fixed_head = tokenizer, fixed_head
         self._last: ByteState | None = None
 
     # -- states ------------------------------------------------------------------------
@@ -86,14 +88,32 @@ class ByteLM:
         return ByteState(self, [Hypothesis((), 0.0, b"")], b"")
 
     def state(self, prefix: bytes) -> ByteState:
-        """The state after `prefix`, continuing the last one asked for when it extends."""
+        """The state after `prefix`, continuing the last one asked for when it extends.
+        With `fixed_head`, a fresh start reads the prefix up to its last word boundary as
+        its canonical tokens (`head_state`)."""
         state = self._last
         if state is None or not prefix.startswith(state.text):
-            state = self.start()
+            state = self.head_state(prefix) if self.fixed_head else self.start()
         for byte in prefix[len(state.text) :]:
             state = state.advance(byte)
         self._last = state
         return state
+
+    def head_state(self, prefix: bytes) -> ByteState:
+        """A state that reads `prefix` up to its last word boundary (a whitespace byte
+        after a non-whitespace one) as that head's canonical tokens, and only the rest
+        through the covers: the head is the fixed token context of Phan et al.'s code
+        (``div_enc``), so a long prompt costs one forward, not one step per byte. Exact
+        when no cover of the whole prefix crosses that boundary with other tokens (true
+        for pre-tokenizers that split before a space, up to the model's leakage onto
+        non-canonical encodings). Probabilities are then conditional on the head."""
+        cut = last_word_boundary(prefix)
+        try:
+            head = prefix[:cut].decode("utf-8")
+        except UnicodeDecodeError:
+            cut, head = 0, ""
+        ids = tuple(self.tokenizer(head, add_special_tokens=False)["input_ids"]) if head else ()
+        return ByteState(self, [Hypothesis(ids, 0.0, b"")], prefix[:cut])
 
     # -- what users ask ----------------------------------------------------------------
     def next_byte_distribution(self, prefix: bytes) -> np.ndarray:
@@ -232,6 +252,18 @@ class ByteState:
             best = kept[0][0]
             kept = [(w, h) for w, h in kept if w >= best + log_prune]
         self.hypotheses = [h for _, h in kept]
+
+
+WHITESPACE = frozenset(b" \t\n\r")
+
+
+def last_word_boundary(data: bytes) -> int:
+    """The index of the last whitespace byte that follows a non-whitespace byte (0 if
+    none): the tokens before it cannot merge with what follows in pre-tokenized BPE."""
+    for i in range(len(data) - 1, 0, -1):
+        if data[i] in WHITESPACE and data[i - 1] not in WHITESPACE:
+            return i
+    return 0
 
 
 def _log(value: float) -> float:

@@ -9,6 +9,10 @@ import sys
 
 from tokensieve.commandline import add_common, read_text_file
 from tokensieve.errors import UserError
+from tokensieve.extensions import LANGUAGE_MODEL_VIEWS
+
+# `generate --byte-level` samples over bytes (see tokensieve.extensions).
+LANGUAGE_MODEL_VIEWS.add("bytes", "tokensieve.bytes.sampler_view:ByteSamplerView")
 
 
 def parse_prompt_bytes(text: str) -> bytes:

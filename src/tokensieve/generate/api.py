@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tokensieve.errors import UserError
+from tokensieve.extensions import LANGUAGE_MODEL_VIEWS
 from tokensieve.generate import SAMPLERS
 from tokensieve.generate.constraints import Constraint
 from tokensieve.generate.language_model import TokenLM
@@ -38,6 +39,7 @@ def generate(
     chat: bool = True,
     progress: bool = False,
     estimator: str = "recursive",
+    view=None,
 ) -> GenerationResult:
     """Sample completions of `prompt` that satisfy `constraint`.
 
@@ -50,6 +52,11 @@ def generate(
     checks), ``smc`` (AWRS proposals with resampling, default 5 particles; corrects
     towards the global conditional). For masking/awrs, ``particles > 1`` runs
     independent weighted particles.
+    `view`: draw from another view of the model than its tokens: a name registered in
+    `tokensieve.extensions.LANGUAGE_MODEL_VIEWS` (``"bytes"``, registered by the bytes
+    capability) or a class built as ``view(model, tokenizer, prompt_ids)``
+    (`tokensieve.bytes.sampler_view.ByteSamplerView`); `max_tokens` then counts its
+    symbols (bytes).
     """
     if method not in METHODS:
         raise UserError(f"unknown sampler {method!r}; choose one of {', '.join(METHODS)}")
@@ -61,7 +68,12 @@ def generate(
         raise UserError(f"max_tokens must be at least 1, got {max_tokens}")
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
-    lm = TokenLM(model, tokenizer, prompt_ids(tokenizer, prompt, chat))
+    ids = prompt_ids(tokenizer, prompt, chat)
+    if view is None:
+        lm = TokenLM(model, tokenizer, ids)
+    else:
+        build = LANGUAGE_MODEL_VIEWS.load(view) if isinstance(view, str) else view
+        lm = build(model, tokenizer, ids)
     if method == "masking":
         sampler = SAMPLERS.build("masking")
     else:
@@ -76,6 +88,7 @@ def generate(
         resample=method == "smc",
         seed=seed,
         progress=progress,
+        token_masks=view is None,  # llguidance's masks are over the model's own tokens
     )
     result.sampler = method
     return result

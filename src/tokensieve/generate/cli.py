@@ -32,6 +32,7 @@ def cmd_generate(args) -> int:
         chat=not args.no_chat,
         progress=not args.quiet and not args.json,
         estimator=args.estimator,
+        view="bytes" if args.byte_level else None,
     )
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
@@ -101,5 +102,10 @@ def register(commands) -> None:
     gen.add_argument("--ess-threshold", type=float, default=0.5, help="smc resampling threshold")
     add_common(gen, "model", "seed", "quiet")
     gen.add_argument("--no-chat", action="store_true", help="continue the raw prompt text")
+    gen.add_argument(
+        "--byte-level", action="store_true",
+        help="sample byte by byte from the model read over bytes (tokensieve bytes); "
+        "--max-tokens then counts bytes",
+    )  # fmt: skip
     gen.add_argument("--json", action="store_true", help="machine-readable output")
     gen.set_defaults(run=cmd_generate)

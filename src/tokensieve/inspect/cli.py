@@ -137,6 +137,7 @@ def register(commands) -> None:
     inspect.add_argument(
         "--speculate", metavar="METHOD",
         help="also mark the tokens this drafter had for free, drafted and accepted "
-        "(recycling, lookahead, prompt-lookup; see `tokensieve speculate --help`)",
+        "(recycling, lookahead, lookahead-trie, prompt-lookup; see `tokensieve speculate "
+        "--help`)",
     )  # fmt: skip
     inspect.set_defaults(run=cmd_inspect)

@@ -8,15 +8,10 @@ import sys
 from tokensieve.commandline import add_common
 from tokensieve.errors import UserError
 from tokensieve.extensions import EXTRA_SIGNALS
-from tokensieve.speculate import DRAFTERS
+from tokensieve.speculate import DEFAULT_TREE, DRAFTERS
 
 # `inspect --speculate METHOD` shows which tokens a drafter would have had for free.
 EXTRA_SIGNALS.add("speculated", "tokensieve.speculate.signal:SpeculationSignal")
-
-# Draft nodes per forward: recycling's 2 is the size that paid on a 2-core CPU in
-# `make bench-speculate` (1.23x; 16 nodes commit more per forward but cost 2x a step);
-# `--tree-size 80` is the authors' tree, made for GPUs.
-DEFAULT_TREE = {"recycling": 2, "lookahead": 16, "lookahead-trie": 16, "prompt-lookup": 10}
 
 
 def drafter_options(args) -> dict:
@@ -57,7 +52,10 @@ def cmd_speculate(args) -> int:
     figures = {
         "model": model_display_name(model),
         "method": args.method,
-        "tree_size": drafter.max_nodes,
+        "tree_size": drafter_options(args)["tree_size"],
+        "tokens_read_per_forward": round(
+            sum(result.drafted[1:]) / max(result.forwards - 1, 1) + 1, 3
+        ),
         "prompt_tokens": len(ids),
         "new_tokens": len(result.tokens),
         "forwards": result.forwards,
@@ -70,15 +68,25 @@ def cmd_speculate(args) -> int:
         figures["greedy_tokens_per_second"] = round(greedy.tokens_per_second, 3)
         figures["speedup"] = round(result.tokens_per_second / greedy.tokens_per_second, 4)
         figures["identical_to_greedy"] = greedy.tokens == result.tokens
+        if greedy.tokens != result.tokens:
+            pairs = zip(greedy.tokens, result.tokens, strict=False)
+            figures["first_difference"] = next(
+                (i for i, (a, b) in enumerate(pairs) if a != b),
+                min(len(greedy.tokens), len(result.tokens)),
+            )
     if args.json:
         print(json.dumps(figures, ensure_ascii=False, indent=1))
         return 0
     print(figures["text"])
-    line = (f"{args.method} ({drafter.max_nodes} draft nodes): "
+    line = (f"{args.method} ({figures['tree_size']} draft nodes): "
             f"{result.accepted_per_forward:.2f} tokens per forward, "
             f"{result.tokens_per_second:.1f} tokens/s")  # fmt: skip
     if not args.no_compare:
-        same = "identical" if figures["identical_to_greedy"] else "DIFFERENT (a near-tie)"
+        same = (
+            "identical"
+            if figures["identical_to_greedy"]
+            else f"DIFFERENT from token {figures['first_difference']} (a floating-point near-tie?)"
+        )
         line += (f"; plain greedy {figures['greedy_tokens_per_second']:.1f} tokens/s "
                  f"({figures['speedup']:.2f}x); output {same}")  # fmt: skip
     print(line, file=sys.stderr)

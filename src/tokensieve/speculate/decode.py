@@ -5,10 +5,11 @@ prompt; then, at each step, ask the drafter for a tree rooted at the last commit
 token, read the whole tree in one forward (tree attention mask, positions by depth),
 accept the longest path the model's own argmax agrees with plus one "bonus" token, drop
 the rejected nodes from the KV cache and let the drafter learn from every node's logits.
-By induction the committed text is exactly greedy decoding's (Token Recycling, Luo et al.
-2024, §3; the verification is the one every tree-based method shares), up to floating
-point near-ties: a tree forward multiplies matrices of another shape than a one-token
-step, so logits may differ in the last bits (measured on SmolLM2, fp32: ≤ 5e-5).
+By induction the committed text is exactly greedy decoding's (the verification every
+tree-based method shares; Token Recycling, Luo et al. 2024, Fig. 2), up to floating point
+near-ties: a tree forward multiplies matrices of another shape than a one-token step, so
+logits may differ in the last bits (on SmolLM2 in float32: ≤ 5e-5 with sdpa, 1.1e-4 with
+eager attention; shared/specs/speculate.md §2.5).
 
 Sampling is not offered: a lossless tree version of speculative sampling is another
 algorithm (multi-draft rejection), and neither reference implements it.
@@ -72,7 +73,13 @@ class SpeculationResult:
         return out
 
 
-def check_tree_fits(model, prompt_tokens: int, max_new_tokens: int, drafter: Drafter) -> None:
+def check_tree_fits(
+    model,
+    prompt_tokens: int,
+    max_new_tokens: int,
+    drafter: Drafter,
+    hint: str = "shorten the prompt or lower --max-new-tokens",
+) -> None:
     """Refuse a run whose tree or positions would not fit the model's context."""
     if max_new_tokens < 1:
         raise UserError(f"`max_new_tokens` must be at least 1, got {max_new_tokens}")
@@ -82,8 +89,7 @@ def check_tree_fits(model, prompt_tokens: int, max_new_tokens: int, drafter: Dra
             f"the draft tree has {drafter.max_nodes} nodes but {model_display_name(model)} "
             f"reads at most {limit} tokens; choose a smaller `tree_size`"
         )
-    check_context(model, prompt_tokens + max_new_tokens + drafter.max_depth,
-                  "shorten the prompt or lower --max-new-tokens")  # fmt: skip
+    check_context(model, prompt_tokens + max_new_tokens + drafter.max_depth, hint)
 
 
 def new_cache(model):
@@ -169,7 +175,9 @@ def speculative_generate(
     if follow is not None:
         follow = [int(t) for t in follow]
         max_new_tokens = len(follow)
-    check_tree_fits(model, len(prompt), max_new_tokens, drafter)
+        check_context(model, len(prompt) + len(follow), "analyse fewer tokens")
+    else:
+        check_tree_fits(model, len(prompt), max_new_tokens, drafter)
     eos = {int(t) for t in eos_token_ids}
     bar = _progress(max_new_tokens, progress)
     started = time.perf_counter()
@@ -187,6 +195,8 @@ def speculative_generate(
     ended = first in eos
     while len(result.tokens) < max_new_tokens and not ended:
         draft = drafter.draft(prompt + result.tokens)
+        if draft.tokens[0] != result.tokens[-1]:  # the cache layout rests on it
+            raise ValueError(f"{drafter.name} drafted a tree whose root is not the last token")
         logits = verify(model, cache, draft, past)
         predictions = logits[: len(draft)].argmax(-1).tolist()
         if follow is not None:  # the text's token after a node at depth d: follow[done + d]

@@ -30,5 +30,6 @@ class Drafter(Protocol):
         ``context[-1]``; a draft of the root alone means a plain decoding step."""
 
     def observe(self, draft: Draft, logits: torch.Tensor) -> None:
-        """The forward that verified `draft`: ``[len(draft), vocab]`` float32 logits, row i
-        the next-token logits after the path to node i (rejected nodes included)."""
+        """The forward that verified `draft`: ``[draft.query_tokens, vocab]`` float32
+        logits; row i < len(draft) the next-token logits after the path to tree node i
+        (rejected nodes included), the rows after them the side tokens' (if any)."""

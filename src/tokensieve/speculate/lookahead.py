@@ -54,14 +54,13 @@ class LookaheadDecoding:
             raise UserError("`window`, `guesses` and `tree_size` must be at least 1")
         self.n, self.w, self.g, self.tree_size = level, window, guesses, tree_size
         self.pool_from_prompt, self.seed = pool_from_prompt, seed
-        self.max_nodes = tree_size + self._most_side_tokens()
-        self.max_depth = max(level - 1, (level - 2) + (window + level - 3))
+        # bounds for the context check: no level is longer than level 0's first W+N-3
+        # tokens, and no window cell sits deeper than W+N-3 (nor a guess than N-1)
+        self.max_nodes = tree_size + (level - 1) * (window + level - 3)
+        self.max_depth = max(level - 1, window + level - 3)
         self.pool: dict[int, list[tuple[int, ...]]] = {}
         self.levels: list[list[int]] = []
         self._sent: Draft | None = None
-
-    def _most_side_tokens(self) -> int:
-        return (self.w + self.n - 3) * (self.n - 1)  # warm-up windows are the longest
 
     # -- the pool ----------------------------------------------------------------------
     def _remember(self, ngram: tuple[int, ...]) -> None:
@@ -127,14 +126,13 @@ class LookaheadDecoding:
             return
         n_tree, top = len(draft.tokens), len(self.levels) - 1
         predictions = logits.argmax(-1).tolist()
-        # rows of the newest level: the root and level 0 when only level 0 exists
-        if top == 0:
+        # level 0 as the window holds it: the root is its column 0
+        first_column = [draft.tokens[0]] + self.levels[0]
+        if top == 0:  # the newest level is level 0: the root's row, then its side rows
             newest = [predictions[0]] + predictions[n_tree : n_tree + len(self.levels[0])]
-            first_column = [draft.tokens[0]] + self.levels[0]
         else:
             start = n_tree + len(self.levels[0]) + sum(len(x) for x in self.levels[1:top])
             newest = predictions[start : start + len(self.levels[top])]
-            first_column = [draft.tokens[0]] + self.levels[0]
         if len(self.levels) < self.n - 1:  # warm-up: every level drops its first token
             self.levels = [level[1:] for level in self.levels] + [newest[1:]]
             return

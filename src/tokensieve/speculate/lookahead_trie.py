@@ -35,11 +35,11 @@ class _Node:
 
 
 class LookaheadTrie:
-    name = "lookahead-trie"
-    prompt_logits = 0  # learns nothing from logits
-
     """`tree_size` is the paper's decoding length (draft nodes per step), `branch_length`
     the longest branch, `match_length` the longest context suffix looked up."""
+
+    name = "lookahead-trie"
+    prompt_logits = 0  # learns nothing from logits
 
     def __init__(self, tree_size: int = 16, branch_length: int = 8, match_length: int = 4,
                  hot_start: bool = True, max_trie_nodes: int = 2_000_000):  # fmt: skip

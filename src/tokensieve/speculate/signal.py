@@ -14,7 +14,7 @@ import numpy as np
 
 from tokensieve.models import model_display_name
 from tokensieve.report.plots import plt, png_bytes
-from tokensieve.speculate import DRAFTERS
+from tokensieve.speculate import DEFAULT_TREE, DRAFTERS
 from tokensieve.speculate.decode import speculative_generate
 
 
@@ -22,9 +22,10 @@ class SpeculationSignal:
     name = "speculated"
     unit = "tokens committed by the forward that gave the token (1 = a forward of its own)"
 
-    def __init__(self, method: str = "recycling", tree_size: int = 16):
+    def __init__(self, method: str = "recycling", tree_size: int | None = None):
         self.method = method
-        self.drafter = DRAFTERS.build(method, tree_size=tree_size)  # checked before loading
+        size = DEFAULT_TREE.get(method, 16) if tree_size is None else tree_size
+        self.drafter = DRAFTERS.build(method, tree_size=size)  # checked before loading
 
     def __call__(self, model, context_ids: list[int], token_ids: list[int]):
         context, tokens = list(context_ids), list(token_ids)
