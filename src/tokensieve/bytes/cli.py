@@ -36,12 +36,17 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
     return weights
 
 
-def _byte_model(args, spec):
+def _byte_model(args, spec, scoring: bool = False):
+    """The byte-level model of `spec`. To continue a prompt, the prompt up to its last word
+    boundary is read as tokens (`ByteLM.head_state`; one forward), unless --whole-prefix;
+    to score a text, every byte goes through the covers."""
     from tokensieve.bytes import ByteLM
     from tokensieve.models import load_model
 
     model, tokenizer = load_model(spec)
-    return ByteLM(model, tokenizer, beam=args.beam if args.beam > 0 else None), tokenizer
+    beam = args.beam if args.beam > 0 else None
+    fixed_head = not scoring and not getattr(args, "whole_prefix", False)
+    return ByteLM(model, tokenizer, beam=beam, fixed_head=fixed_head), tokenizer
 
 
 def _check(args) -> None:
@@ -147,7 +152,7 @@ def cmd_score(args) -> int:
     text = read_text_file(args.file).encode("utf-8")
     if not text:
         raise UserError("the text is empty")
-    byte_lm, _ = _byte_model(args, args.model)
+    byte_lm, _ = _byte_model(args, args.model, scoring=True)
     log_p = byte_lm.byte_logprob(text)
     figures = {
         "bytes": len(text),
@@ -189,6 +194,12 @@ def register(commands) -> None:
             help="hypotheses kept per byte (default 8; 0 = every cover, exact)",
         )
         p.add_argument("--json", action="store_true", help="print JSON")
+        if p.prog.split()[-1] != "score":
+            p.add_argument(
+                "--whole-prefix", action="store_true",
+                help="read every byte of the prompt through the covers (slower; by default "
+                "the prompt up to its last word boundary is read as its tokens)",
+            )  # fmt: skip
 
     nxt = sub.add_parser("next", help="the next-byte distribution after a byte prefix")
     nxt.add_argument(
