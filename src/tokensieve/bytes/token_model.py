@@ -57,7 +57,10 @@ class TokenModel:
             shared += 1
         keep = min(shared, len(tokens) - 1)  # the last token is read again for its logits
         if len(self._cached) > keep:
-            self._cache.crop(keep - len(self._cached))  # negative: drop from the end
+            try:
+                self._cache.crop(keep - len(self._cached))  # negative: drop from the end
+            except (ValueError, RuntimeError):  # a sliding-window layer past its window may refuse
+                self._cache, keep = DynamicCache(config=self.model.config), 0
         new = tokens[keep:]
         device = self.model.device
         out = self.model(
