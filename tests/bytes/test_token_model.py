@@ -47,3 +47,19 @@ def test_distributions_equal_a_fresh_forward_in_any_order(build):
         assert np.allclose(found, expected, atol=1e-12), tokens
         assert sums[-1] == pytest.approx(expected[ByteVocabulary(tokenizer).sorted_ids].sum())
     assert token_model.tokens_read < sum(len(q) for q in queries)  # prefixes were reused
+
+
+def test_a_prefetched_batch_equals_fresh_forwards():
+    model, tokenizer = tiny_model(seed=1)
+    model = model.double()
+    token_model = TokenModel(model, ByteVocabulary(tokenizer))
+    base = tuple(range(20, 32))
+    queries = [base + (5,), base + (6, 7), base[:10] + (8,), base + (9, 10, 11)]
+    token_model.prefetch(queries)
+    assert token_model.forwards == 2  # the trunk, then one batch of the other three
+    for tokens in queries:
+        found, _ = token_model.distribution(tokens)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([list(tokens)])).logits[0, -1].double()
+        assert np.allclose(found, torch.softmax(logits, -1).numpy(), atol=1e-12), tokens
+    assert token_model.forwards == 2  # all answered from the batch

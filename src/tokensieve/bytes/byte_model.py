@@ -129,6 +129,10 @@ class ByteLM:
     def distribution(self, hypothesis: Hypothesis):
         return self.lm.distribution(self.context + hypothesis.tokens)
 
+    def prefetch(self, hypotheses) -> None:
+        """Compute the distributions these hypotheses will ask for in one batch."""
+        self.lm.prefetch([self.context + h.tokens for h in hypotheses])
+
 
 class ByteState:
     """The hypotheses after reading `text`."""
@@ -157,6 +161,7 @@ class ByteState:
         """Hypotheses whose partial bytes are a whole token, that token taken: new
         hypotheses at a token boundary."""
         vocabulary, out = self.owner.vocabulary, []
+        self.owner.prefetch([h for h in self.hypotheses if h.partial])
         for h in self.hypotheses:
             if not h.partial:
                 continue
@@ -192,6 +197,7 @@ class ByteState:
         if not candidates:
             return np.full(257, -np.inf)
         shift = max(h.logw for h in candidates)
+        self.owner.prefetch(candidates)
         total = np.zeros(257)
         for h in candidates:
             probabilities, sums = self.owner.distribution(h)
@@ -239,6 +245,7 @@ class ByteState:
         if beam is None and log_prune == -math.inf:
             return
         ranked = sorted(self.hypotheses, key=lambda h: -h.logw)
+        self.owner.prefetch(ranked if beam is None else ranked[:beam])
         kept: list[tuple[float, Hypothesis]] = []
         for h in ranked:
             if beam is not None and len(kept) >= beam and h.logw <= kept[-1][0]:
