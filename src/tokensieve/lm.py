@@ -31,6 +31,13 @@ def _byte_decoder() -> dict[str, int]:
     return chars
 
 
+def special_ids(tokenizer) -> set[int]:
+    """Ids that are not text: the special tokens, and added tokens marked special. Other
+    added tokens are text (Gemma 3 adds "\n", "\n\n" and runs of spaces that way)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return set(tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
+
+
 def vocabulary_bytes(tokenizer) -> list[bytes]:
     """The bytes of every token of the vocabulary, each on its own (one pass, no decode
     per token except for special tokens).

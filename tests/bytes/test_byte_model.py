@@ -196,3 +196,16 @@ def test_a_tokenizer_whose_tokens_are_not_bytes_is_refused():
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]")
     with pytest.raises(UserError, match="cannot be mapped to bytes"):
         ByteVocabulary(tokenizer)
+
+
+def test_added_tokens_that_are_text_count_and_special_ones_do_not():
+    from tokensieve.models import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_tokens(["\n\n\n"])  # text, as Gemma 3 adds newline runs
+    tokenizer.add_tokens(["<|tool|>"], special_tokens=True)
+    vocabulary = ByteVocabulary(tokenizer)
+    lo, _ = vocabulary.span(b"\n\n\n")
+    assert tokenizer.convert_tokens_to_ids("\n\n\n") in vocabulary.exact(b"\n\n\n", lo)
+    tool = tokenizer.convert_tokens_to_ids("<|tool|>")
+    assert tool not in set(vocabulary.sorted_ids.tolist())

@@ -16,7 +16,7 @@ from bisect import bisect_left
 import numpy as np
 
 from tokensieve.errors import UserError
-from tokensieve.lm import vocabulary_bytes
+from tokensieve.lm import special_ids, vocabulary_bytes
 
 
 class ByteVocabulary:
@@ -25,9 +25,7 @@ class ByteVocabulary:
 
     def __init__(self, tokenizer):
         table = vocabulary_bytes(tokenizer)
-        special = set(tokenizer.all_special_ids) | set(
-            getattr(tokenizer, "added_tokens_decoder", {}) or {}
-        )
+        special = special_ids(tokenizer)
         ordinary = [i for i, piece in enumerate(table) if i not in special and piece]
         if not ordinary:
             raise UserError("the tokenizer has no token that maps to bytes")

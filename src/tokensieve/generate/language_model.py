@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tokensieve.lm import check_context, end_of_turn_ids, vocabulary_bytes
+from tokensieve.lm import check_context, end_of_turn_ids, special_ids, vocabulary_bytes
 from tokensieve.models import with_cache
 
 
@@ -34,7 +34,7 @@ class TokenLM:
         self.token_bytes = vocabulary_bytes(tokenizer)[:vocab]
         self.token_bytes += [b""] * (vocab - len(self.token_bytes))
         self.eos_ids = set(end_of_turn_ids(tokenizer))
-        special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+        special = special_ids(tokenizer)  # added tokens that are text stay allowed
         # Tokens that can never be generated: other specials, padding rows past the tokenizer.
         self.forbidden = np.zeros(vocab, dtype=bool)
         for token_id in special - self.eos_ids:
