@@ -152,6 +152,26 @@ class Genlm:
 
 
 # -- the evaluations --------------------------------------------------------------------
+def timed(setting, implementation, logprob, data: bytes, *options) -> list[dict]:
+    """Bits per byte and ms per byte of ``logprob(data, *options)`` (a log-probability)."""
+    length = len(data)
+    started = time.perf_counter()
+    value = logprob(data, *options)
+    ms = 1000 * (time.perf_counter() - started) / length
+    return [
+        record(
+            "bytes",
+            "byte_level",
+            implementation,
+            setting,
+            "bits_per_byte",
+            -value / math.log(2) / length,
+            "bits/byte",
+        ),
+        record("bytes", "byte_level", implementation, setting, "ms_per_byte", ms, "ms"),
+    ]
+
+
 def evaluate_bpb(model, tokenizer, texts, genlm, checkpoint) -> list[dict]:
     records = []
     context = ByteLM(model, tokenizer).context
@@ -173,20 +193,8 @@ def evaluate_bpb(model, tokenizer, texts, genlm, checkpoint) -> list[dict]:
             for k, threshold in SETTINGS:
                 s = {**setting, "beam": k, "prune": threshold}
                 byte_lm = ByteLM(model, tokenizer, beam=k, prune=threshold)
-                started = time.perf_counter()
-                value = byte_lm.byte_logprob(data)
-                ms = 1000 * (time.perf_counter() - started) / len(data)
-                rows += [
-                    record(
-                        "bytes",
-                        "byte_level",
-                        "tokensieve",
-                        s,
-                        "bits_per_byte",
-                        -value / math.log(2) / len(data),
-                        "bits/byte",
-                    ),
-                    record("bytes", "byte_level", "tokensieve", s, "ms_per_byte", ms, "ms"),
+                rows += timed(s, "tokensieve", byte_lm.byte_logprob, data)
+                rows.append(
                     record(
                         "bytes",
                         "byte_level",
@@ -195,24 +203,10 @@ def evaluate_bpb(model, tokenizer, texts, genlm, checkpoint) -> list[dict]:
                         "forwards_per_byte",
                         byte_lm.lm.forwards / len(data),
                         "forwards",
-                    ),
-                ]
+                    )
+                )
                 if genlm is not None:
-                    started = time.perf_counter()
-                    value = genlm.logprob(data, k, threshold)
-                    ms = 1000 * (time.perf_counter() - started) / len(data)
-                    rows += [
-                        record(
-                            "bytes",
-                            "byte_level",
-                            "genlm-bytes",
-                            s,
-                            "bits_per_byte",
-                            -value / math.log(2) / len(data),
-                            "bits/byte",
-                        ),
-                        record("bytes", "byte_level", "genlm-bytes", s, "ms_per_byte", ms, "ms"),
-                    ]
+                    rows += timed(s, "genlm-bytes", genlm.logprob, data, k, threshold)
             return rows
 
         records += checkpoint.cell(f"bpb/{name}/{len(data)}", cell)

@@ -236,69 +236,26 @@ def summarise(rows, times, max_new) -> list[dict]:
                 continue
             setting = {**setting0, "tree_size": tree_size, "prompt_set": prompt_set}
             speed = [r["tokens"] / r["seconds"] for r in chosen]
+            reference = [greedy[(r["round"], r["set"], r["prompt"])] for r in chosen]
             ratio = [
-                (r["tokens"] / r["seconds"])
-                / (
-                    greedy[(r["round"], r["set"], r["prompt"])]["tokens"]
-                    / greedy[(r["round"], r["set"], r["prompt"])]["seconds"]
-                )
-                for r in chosen
+                s / (g["tokens"] / g["seconds"]) for s, g in zip(speed, reference, strict=True)
             ]
             n = len(chosen)
-            med, iqr = median_iqr(speed)
-            records.append(
-                record(
-                    "speculate",
-                    method,
-                    implementation,
-                    setting,
-                    "tokens_per_second",
-                    med,
-                    "tokens/s",
-                    n,
-                    iqr,
-                )
-            )
-            med, iqr = median_iqr(ratio)
-            records.append(
-                record(
-                    "speculate",
-                    method,
-                    implementation,
-                    setting,
-                    "speedup",
-                    med,
-                    "x plain greedy",
-                    n,
-                    iqr,
-                )
-            )
+            speed_median, speed_iqr = median_iqr(speed)
+            ratio_median, ratio_iqr = median_iqr(ratio)
             mat = sum(r["tokens"] for r in chosen) / sum(r["forwards"] for r in chosen)
-            records.append(
-                record(
-                    "speculate",
-                    method,
-                    implementation,
-                    setting,
-                    "accepted_per_forward",
-                    mat,
-                    "tokens per forward",
-                    n,
-                )
-            )
             same = statistics.mean(r["identical"] for r in chosen)
-            records.append(
-                record(
-                    "speculate",
-                    method,
-                    implementation,
-                    setting,
-                    "identical_output",
-                    same,
-                    "fraction of prompts",
-                    n,
+            for metric, value, unit, spread in [
+                ("tokens_per_second", speed_median, "tokens/s", speed_iqr),
+                ("speedup", ratio_median, "x plain greedy", ratio_iqr),
+                ("accepted_per_forward", mat, "tokens per forward", 0.0),
+                ("identical_output", same, "fraction of prompts", 0.0),
+            ]:
+                records.append(
+                    record(
+                        "speculate", method, implementation, setting, metric, value, unit, n, spread
+                    )
                 )
-            )
     for q, values in times.items():
         med, iqr = median_iqr(values)
         setting = {**setting0, "query_tokens": q}
