@@ -139,6 +139,7 @@ class ByteState:
 
     def __init__(self, owner: ByteLM, hypotheses: list[Hypothesis], text: bytes):
         self.owner, self.hypotheses, self.text = owner, hypotheses, text
+        self._expansion: list[Hypothesis] | None = None  # computed once, asked for often
 
     def __len__(self) -> int:
         return len(self.hypotheses)
@@ -159,7 +160,13 @@ class ByteState:
 
     def _expanded(self) -> list[Hypothesis]:
         """Hypotheses whose partial bytes are a whole token, that token taken: new
-        hypotheses at a token boundary."""
+        hypotheses at a token boundary (the next-byte distribution, the end and the next
+        byte all need them; computed once per state)."""
+        if self._expansion is None:
+            self._expansion = self._expand()
+        return self._expansion
+
+    def _expand(self) -> list[Hypothesis]:
         vocabulary, out = self.owner.vocabulary, []
         self.owner.prefetch([h for h in self.hypotheses if h.partial])
         for h in self.hypotheses:
@@ -259,6 +266,7 @@ class ByteState:
             best = kept[0][0]
             kept = [(w, h) for w, h in kept if w >= best + log_prune]
         self.hypotheses = [h for _, h in kept]
+        self._expansion = None  # of the hypotheses before pruning, if asked for already
 
 
 WHITESPACE = frozenset(b" \t\n\r")

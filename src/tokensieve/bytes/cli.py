@@ -82,14 +82,13 @@ def cmd_next(args) -> int:
     return 0
 
 
-def cmd_complete(args) -> int:
+def _continue_and_print(args, model, prefix: bytes, figures=dict) -> int:
+    """Continue `prefix` with a byte-level model (or ensemble) and print it, or its JSON
+    (with what `figures()` adds once the continuation is done)."""
     from tokensieve.bytes.sampling import continue_bytes
 
-    _check(args)
-    prefix = parse_prompt_bytes(args.prompt_bytes)
-    byte_lm, _ = _byte_model(args, args.model)
     out, ended = continue_bytes(
-        byte_lm,
+        model,
         prefix,
         args.max_bytes,
         greedy=args.temperature == 0,
@@ -97,25 +96,22 @@ def cmd_complete(args) -> int:
         seed=args.seed,
     )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "prefix": _show(prefix),
-                    "completion": _show(out),
-                    "ended": ended,
-                    "forwards": byte_lm.lm.forwards,
-                },
-                ensure_ascii=False,
-            )
-        )
+        found = {"prefix": _show(prefix), "completion": _show(out), "ended": ended}
+        print(json.dumps({**found, **figures()}, ensure_ascii=False))
     else:
         sys.stdout.write(_show(prefix + out) + "\n")
     return 0
 
 
+def cmd_complete(args) -> int:
+    _check(args)
+    prefix = parse_prompt_bytes(args.prompt_bytes)
+    byte_lm, _ = _byte_model(args, args.model)
+    return _continue_and_print(args, byte_lm, prefix, lambda: {"forwards": byte_lm.lm.forwards})
+
+
 def cmd_ensemble(args) -> int:
     from tokensieve.bytes import ByteEnsemble
-    from tokensieve.bytes.sampling import continue_bytes
 
     _check(args)
     if len(args.models) < 2:
@@ -124,25 +120,7 @@ def cmd_ensemble(args) -> int:
     prefix = parse_prompt_bytes(args.prompt_bytes)
     ByteEnsemble([None] * len(args.models), weights, args.mode)  # options checked first
     members = [_byte_model(args, spec)[0] for spec in args.models]
-    ensemble = ByteEnsemble(members, weights, args.mode)
-    out, ended = continue_bytes(
-        ensemble,
-        prefix,
-        args.max_bytes,
-        greedy=args.temperature == 0,
-        temperature=args.temperature or 1.0,
-        seed=args.seed,
-    )
-    if args.json:
-        print(
-            json.dumps(
-                {"prefix": _show(prefix), "completion": _show(out), "ended": ended},
-                ensure_ascii=False,
-            )
-        )
-    else:
-        sys.stdout.write(_show(prefix + out) + "\n")
-    return 0
+    return _continue_and_print(args, ByteEnsemble(members, weights, args.mode), prefix)
 
 
 def cmd_score(args) -> int:

@@ -39,7 +39,8 @@ def cmd_speculate(args) -> int:
     from tokensieve.speculate.decode import speculative_generate
 
     _check_args(args)
-    drafter = DRAFTERS.build(args.method, **drafter_options(args))  # checked before loading
+    options = drafter_options(args)
+    drafter = DRAFTERS.build(args.method, **options)  # checked before loading
     model, tokenizer = load_model(args.model)
     ids = prompt_ids(tokenizer, args.prompt, chat=not args.no_chat)
     check_tree_fits(model, len(ids), args.max_new_tokens, drafter)
@@ -52,7 +53,7 @@ def cmd_speculate(args) -> int:
     figures = {
         "model": model_display_name(model),
         "method": args.method,
-        "tree_size": drafter_options(args)["tree_size"],
+        "tree_size": options["tree_size"],
         "tokens_read_per_forward": round(
             sum(result.drafted[1:]) / max(result.forwards - 1, 1) + 1, 3
         ),
