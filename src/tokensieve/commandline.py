@@ -66,7 +66,7 @@ def quiet_libraries(quiet: bool) -> None:
     if quiet:
         transformers.utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore")
-        for name in ("trl", "accelerate", "datasets", "tokensieve"):
+        for name in ("trl", "accelerate", "datasets", "bitsandbytes", "tokensieve"):
             logging.getLogger(name).setLevel(logging.ERROR)
         try:
             import datasets

@@ -88,7 +88,7 @@ TEXTS = [b" string", b" import", b'"json":', b"decimal", b"s a", b"\n\nR", b"x"]
 @pytest.mark.parametrize("text", TEXTS)
 def test_prefix_probability_equals_the_sum_over_every_cover(tiny64, text):
     model, tokenizer = tiny64
-    byte_lm = ByteLM(model, tokenizer, beam=None)
+    byte_lm = ByteLM(model, tokenizer, beam=None, covers="all")
     brute = BruteForce(model, tokenizer, byte_lm.context)
     assert byte_lm.byte_logprob(text) == pytest.approx(brute.prefix_logprob(text), abs=1e-10)
     complete = byte_lm.byte_logprob(text, complete=True)
@@ -98,7 +98,7 @@ def test_prefix_probability_equals_the_sum_over_every_cover(tiny64, text):
 @pytest.mark.parametrize("text", [b"", b" st", b" json", b"impo", b"\n"])
 def test_next_byte_distribution_equals_brute_force_ratios(tiny64, text):
     model, tokenizer = tiny64
-    byte_lm = ByteLM(model, tokenizer, beam=None)
+    byte_lm = ByteLM(model, tokenizer, beam=None, covers="all")
     brute = BruteForce(model, tokenizer, byte_lm.context)
     state = byte_lm.state(text)
     raw = state.next_logprobs(normalise=False)  # log P(x b) and log P(x, end)
@@ -113,8 +113,11 @@ def test_next_byte_distribution_equals_brute_force_ratios(tiny64, text):
 
 def test_a_beam_is_a_lower_bound_that_tightens(tiny64):
     model, tokenizer = tiny64
-    exact = ByteLM(model, tokenizer, beam=None).byte_logprob(b" string")
-    bounds = [ByteLM(model, tokenizer, beam=k).byte_logprob(b" string") for k in (1, 2, 8, 1000)]
+    exact = ByteLM(model, tokenizer, beam=None, covers="all").byte_logprob(b" string")
+    bounds = [
+        ByteLM(model, tokenizer, beam=k, covers="all").byte_logprob(b" string")
+        for k in (1, 2, 8, 1000)
+    ]
     assert all(b <= exact + 1e-12 for b in bounds)
     assert bounds == sorted(bounds) and bounds[0] < exact - 1e-6  # one hypothesis loses mass
     assert bounds[-1] == pytest.approx(exact, abs=1e-12)

@@ -23,6 +23,20 @@ def test_complete_continues_any_byte_prefix(cli, tiny_dir, prompt):
     assert "completion" in json.loads(out)
 
 
+def test_score_with_every_cover_and_a_beam_is_below_canonical(cli, tiny_dir, tmp_path):
+    """`--covers all` sums more tokenizations; the default sums the canonical ones."""
+    text = tmp_path / "t.txt"
+    text.write_text("The string module")
+    found = {}
+    for extra in ([], ["--covers", "all", "--beam", "16"]):
+        code, out, err = cli(
+            "bytes", "score", "--model", tiny_dir, "--file", text, "--json", *extra
+        )
+        assert code == 0, err
+        found[bool(extra)] = json.loads(out)["bits_per_byte"]
+    assert found[True] < found[False]
+
+
 def test_ensemble_of_two_models(cli, tiny_dir):
     code, out, err = cli("bytes", "ensemble", "--model", tiny_dir, "--model", tiny_dir,
                          "--prompt-bytes", "The ", "--max-bytes", "5", "--weights", "0.25,0.75",
@@ -36,6 +50,7 @@ def test_ensemble_of_two_models(cli, tiny_dir):
         (["next", "--prompt-bytes", "ab\\x4"], "bad escape"),
         (["complete", "--prompt-bytes", "a", "--max-bytes", "0"], "--max-bytes must be"),
         (["complete", "--prompt-bytes", "a", "--beam", "-1"], "--beam must be"),
+        (["score", "--file", "-", "--covers", "some"], "invalid choice"),
         (["complete", "--prompt-bytes", "a", "--temperature", "-1"], "--temperature must be"),
         (["ensemble", "--prompt-bytes", "a"], "two or more --model"),
         (["ensemble", "--prompt-bytes", "a", "--model", "M", "--model", "M", "--weights",

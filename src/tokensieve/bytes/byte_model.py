@@ -10,17 +10,27 @@ bytes of the last token)``, and one byte updates them exactly (algorithm note §
 every hypothesis whose partial bytes spell a whole token ``v`` spawns ``L + [v]`` at a
 token boundary; then every hypothesis moves on by the byte or dies.
 
-What is summed, and so what is exact:
-- `beam=None`: every cover — every tokenization, canonical or not. This is the model's
-  exact byte-level marginal for any tokenizer whose tokens are byte strings (byte-level
-  BPE such as SmolLM2's, SentencePiece with byte fallback such as Gemma's), tested
-  against a brute-force sum over token sequences. Its cost grows with the number of
-  tokenizations, so it is for short texts and small vocabularies.
-- `beam=K` (the default): the K heaviest hypotheses after each byte (and none below
-  `prune` times the heaviest). A lower bound on the exact value; genlm-bytes makes the same
-  approximation. Phan et al. instead keep only *canonical* covers — exact if the model gives
-  non-canonical tokenizations no probability, which a trained model nearly does — and that
-  filter is not built yet: the beam plays its part (see the README for measured gaps).
+What is summed, and so what is exact (algorithm note §3.4):
+- `covers="canonical"` (the default): Phan et al.'s algorithm — only the covers whose left
+  part (every complete token) the tokenizer can produce, i.e. begins the canonical
+  encoding of some text (`tokensieve.bytes.canonical`; prefix-canonicality, not the
+  authors' round-trip test, which drops real tokenizations after whitespace runs on
+  GPT-2-style tokenizers). Exact for the quantity the paper defines — the byte-level
+  probability of a model that gives non-canonical tokenizations no mass — for every
+  tokenizer whose tokens are byte strings and that encodes text as it is (byte-level BPE
+  such as SmolLM2's, SentencePiece with byte fallback and no dummy prefix such as Gemma
+  3's; a dummy-prefix tokenizer is refused). A trained model leaks a little mass to other
+  tokenizations (measured: 1.7e-4 nats on "Hello" for SmolLM2), which this leaves out. The
+  last token of a cover is not filtered (as the authors' code with `fast_mode=True`), and
+  byte-fallback tokens that end inside a character are kept until it is whole. Few
+  hypotheses stay alive (about one per split point in the last word), so no beam is
+  needed.
+- `covers="all"`: every tokenization, canonical or not — the model's exact byte-level
+  marginal (Vieira et al.'s quantity, genlm-bytes'), tested against a brute-force sum
+  over token sequences. Its hypotheses grow with the number of tokenizations: give a beam
+  on long text.
+- `beam=K`: the K heaviest hypotheses after each byte (and none below `prune` times the
+  heaviest); a lower bound on the value without the beam, as genlm-bytes' beam is.
 Special tokens (BOS, end-of-turn, ...) are not text: they never cover bytes; the model's
 end tokens (`eos_ids`) are the end symbol (index 256 of a next-byte distribution).
 Next-byte distributions are normalised over the 256 bytes and the end (the mass a model
@@ -35,12 +45,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tokensieve.bytes.canonical import PrefixCanonical
 from tokensieve.bytes.token_model import TokenModel
 from tokensieve.bytes.vocabulary import ByteVocabulary
 from tokensieve.errors import UserError
 from tokensieve.lm import document_start, end_of_turn_ids
 
 END = 256  # the end symbol's index in a next-byte distribution
+COVERS = ("all", "canonical")
 
 
 @dataclass(frozen=True)
@@ -59,17 +71,25 @@ class ByteLM:
         model,
         tokenizer,
         context_ids=None,
-        beam: int | None = 8,
+        beam: int | None = None,
         prune: float = 0.0,
         eos_ids=None,
         fixed_head: bool = False,
+        covers: str = "canonical",
     ):
+        if covers not in COVERS:
+            raise UserError(f"`covers` must be one of {', '.join(COVERS)}, got {covers!r}")
         if beam is not None and beam < 1:
             raise UserError(f"`beam` must be at least 1 (or None for every cover), got {beam}")
         if not 0.0 <= prune < 1.0:
             raise UserError(f"`prune` must be in [0, 1), got {prune}")
         self.vocabulary = ByteVocabulary(tokenizer)
         self.lm = TokenModel(model, self.vocabulary)
+        self.covers = covers
+        # None: every tokenization; else a test that the left part of a cover is canonical
+        self.valid = (
+            PrefixCanonical(tokenizer, self.vocabulary.table) if covers == "canonical" else None
+        )
         if context_ids is None:
             start = document_start(tokenizer)
             if start is None:
@@ -167,7 +187,7 @@ class ByteState:
         return self._expansion
 
     def _expand(self) -> list[Hypothesis]:
-        vocabulary, out = self.owner.vocabulary, []
+        vocabulary, valid, out = self.owner.vocabulary, self.owner.valid, []
         self.owner.prefetch([h for h in self.hypotheses if h.partial])
         for h in self.hypotheses:
             if not h.partial:
@@ -177,6 +197,8 @@ class ByteState:
             if exact:
                 probabilities, _ = self.owner.distribution(h)
                 for token in exact:
+                    if valid is not None and not valid(h.tokens + (token,)):
+                        continue  # a tokenization the tokenizer never makes
                     if probabilities[token] > 0:
                         out.append(
                             Hypothesis(

@@ -46,12 +46,13 @@ def _byte_model(args, spec, scoring: bool = False):
     model, tokenizer = load_model(spec)
     beam = args.beam if args.beam > 0 else None
     fixed_head = not scoring and not getattr(args, "whole_prefix", False)
-    return ByteLM(model, tokenizer, beam=beam, fixed_head=fixed_head), tokenizer
+    byte_lm = ByteLM(model, tokenizer, beam=beam, fixed_head=fixed_head, covers=args.covers)
+    return byte_lm, tokenizer
 
 
 def _check(args) -> None:
     if args.beam < 0:
-        raise UserError(f"--beam must be at least 1 (0 = every cover), got {args.beam}")
+        raise UserError(f"--beam must be at least 1 (0 = no beam), got {args.beam}")
     if getattr(args, "max_bytes", 1) < 1:
         raise UserError(f"--max-bytes must be at least 1, got {args.max_bytes}")
     if getattr(args, "temperature", 0.0) < 0:
@@ -166,11 +167,16 @@ def register(commands) -> None:
         else:
             add_common(p, "model", "seed", "quiet")
         p.add_argument(
-            "--beam",
-            type=int,
-            default=8,
-            help="hypotheses kept per byte (default 8; 0 = every cover, exact)",
-        )
+            "--covers", default="canonical", choices=["canonical", "all"],
+            help="canonical (default): the covers the tokenizer can produce, Phan et al.'s "
+            "algorithm, exact when the model gives other tokenizations no mass; all: every "
+            "tokenization (the model's exact byte marginal; give --beam on long text)",
+        )  # fmt: skip
+        p.add_argument(
+            "--beam", type=int, default=0,
+            help="keep only the K heaviest hypotheses per byte (a lower bound; default 0 = "
+            "keep every one)",
+        )  # fmt: skip
         p.add_argument("--json", action="store_true", help="print JSON")
         if p.prog.split()[-1] != "score":
             p.add_argument(

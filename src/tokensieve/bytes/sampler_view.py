@@ -17,8 +17,8 @@ class ByteSamplerView:
     eos_ids = {END}
     tokenizer = None  # token-level grammars (llguidance) cannot read bytes
 
-    def __init__(self, model, tokenizer, prompt_ids: list[int], beam: int = 4, prune: float = 1e-3):
-        self.byte_lm = ByteLM(model, tokenizer, context_ids=prompt_ids, beam=beam, prune=prune)
+    def __init__(self, model, tokenizer, prompt_ids: list[int], beam=None, covers="canonical"):
+        self.byte_lm = ByteLM(model, tokenizer, context_ids=prompt_ids, beam=beam, covers=covers)
         self.forbidden = np.zeros(self.vocab_size, dtype=bool)
         self.states = []
 
