@@ -18,8 +18,14 @@ in its own venv (``benchmarks/.venvs/kvpress``: it pins transformers 5.2), drive
 3. Speed and memory: decode tokens/s (median over steps) and the decode phase's peak
    RSS after prefilling 1k-8k tokens, full cache vs 20%, each cell in a fresh process.
 
-Run: ``make bench-kv``. Finished cells go to ``benchmarks/.cache/kv.jsonl``; an
-interrupted run resumes there (``--fresh`` starts over, ``--replot`` redraws).
+4. Streaming past the context window (StreamingLLM's Figure 3): 4 × 8,192 tokens of the
+   library reference read in chunks of 32 through a 1,024-token cache, perplexity per
+   1,024 tokens read: sinks + window re-rotated, window without sinks, sinks + window at
+   original positions, and the full cache reading each 8,192-token window alone.
+
+Run: ``make bench-kv`` (``--phases stream --merge`` reruns the streaming rows alone).
+Finished cells go to ``benchmarks/.cache/kv.jsonl``; an interrupted run resumes there
+(``--fresh`` starts over, ``--replot`` redraws).
 """
 
 from __future__ import annotations
@@ -88,6 +94,14 @@ PASSKEY_METHODS = {  # context → (ours, presses); "full" is the ceiling
 }  # fmt: skip
 SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
 SPEED_OURS, SPEED_PRESSES = ["full", *OURS], ["none", "snapkv"]
+# streaming past the window: StreamingLLM's Figure 3 curves on 4 windows of real text
+STREAM_WINDOWS, STREAM_BUDGET, STREAM_CHUNK, STREAM_REPORT = 4, 1024, 32, 1024
+STREAM_CURVES = [  # (label, sink, pos_shift)
+    ("sinks + window, re-rotated", 4, True),
+    ("window without sinks, re-rotated", 0, True),
+    ("sinks + window, original positions", 4, False),
+]
+PHASE_METRICS = {"stream": {"stream_perplexity"}}  # phases --merge can rerun alone
 
 
 def pages(pattern: str) -> str:
@@ -133,6 +147,57 @@ class Bench:
 
     def setting(self, budget, context, **extra) -> dict:
         return {"budget": budget, "context_tokens": context, "model": EMBEDDED_NAME, **extra}
+
+    # 4. streaming past the context window ----------------------------------------------
+    def stream(self) -> None:
+        from tokensieve.kv.stream import stream_perplexity, window_perplexity
+
+        limit = self.model.config.max_position_embeddings
+        ids = self.tokenizer(pages("library/*.rst.txt"), add_special_tokens=False)["input_ids"]
+        ids = torch.tensor(ids[: STREAM_WINDOWS * limit + 1])
+        base = {"model": EMBEDDED_NAME, "context_tokens": len(ids), "window": limit,
+                "chunk": STREAM_CHUNK, "text": "python3.11-doc library/*.rst.txt"}  # fmt: skip
+
+        def rows(method, values, tokens_read, **setting):
+            return [record("kv", method, "tokensieve", {**base, **setting, "tokens_read": n},
+                           "stream_perplexity", v, "perplexity")
+                    for n, v in zip(tokens_read, values, strict=True)]  # fmt: skip
+
+        def reference():
+            values = window_perplexity(self.model, ids, STREAM_REPORT, limit)
+            read = [STREAM_REPORT * (i + 1) + 1 for i in range(len(values))]
+            return rows(
+                "full",
+                values,
+                read,
+                budget=1.0,
+                pos_shift=None,
+                sink=None,
+                curve="in-window reference (full cache, each window read alone)",
+            )
+
+        self.cell(f"stream/full/{len(ids)}", reference)
+        for label, sink, shift in tqdm(STREAM_CURVES, desc="stream"):
+
+            def curve(label=label, sink=sink, shift=shift):
+                policy = make_policy("streaming", budget=STREAM_BUDGET, sink=sink)
+                started = time.perf_counter()
+                result = stream_perplexity(self.model, ids, policy, shift, STREAM_CHUNK,
+                                           STREAM_REPORT, progress=True)  # fmt: skip
+                seconds = time.perf_counter() - started
+                return rows(
+                    "streaming",
+                    result.window_perplexity,
+                    result.tokens_read,
+                    budget=STREAM_BUDGET,
+                    sink=sink,
+                    pos_shift=shift,
+                    curve=label,
+                    seconds=round(seconds, 1),
+                    max_position=result.max_position,
+                )
+
+            self.cell(f"stream/{sink}/{shift}/{len(ids)}", curve)
 
     # 1. fidelity -------------------------------------------------------------------
     def fidelity(self) -> None:
@@ -399,8 +464,50 @@ def table(records) -> str:
                 f"| {impl} | {method} | {n} | {r['value']:.1f} ± {r['spread']:.1f} | {ratio} | "
                 f"{kv['value'] / 2**20:.1f} | {peak['value']:.0f} |"
             )
+    lines += stream_table(records)
     lines += ["", *goals(records)]
     return "\n".join(lines) + "\n"
+
+
+def stream_rows(records) -> dict[str, list[dict]]:
+    curves: dict[str, list[dict]] = {}
+    for r in records:
+        if r["metric"] == "stream_perplexity":
+            curves.setdefault(r["setting"]["curve"], []).append(r)
+    return curves
+
+
+def stream_table(records) -> list[str]:
+    curves = stream_rows(records)
+    if not curves:
+        return []
+    reference = next(v for k, v in curves.items() if k.startswith("in-window"))
+    in_window = statistics.mean(r["value"] for r in reference)
+    first = next(iter(curves.values()))[0]["setting"]
+    lines = [
+        "",
+        f"## Streaming past the context window ({first['context_tokens']} tokens of real text, "
+        f"{first['context_tokens'] // first['window']}× the {first['window']}-token window; "
+        f"budget {STREAM_BUDGET}, chunks of {first['chunk']})",
+        "",
+        "Perplexity per window of 1,024 tokens read. In-window reference: the full cache, "
+        "each 8,192-token window read from its start.",
+        "",
+        "| curve | mean of windows | ÷ in-window | first window | worst window | "
+        "past the context window (mean) | largest position | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, rows in curves.items():
+        values = [r["value"] for r in rows]
+        past = [r["value"] for r in rows if r["setting"]["tokens_read"] > r["setting"]["window"]]
+        mean = statistics.mean(values)
+        setting = rows[0]["setting"]
+        lines.append(
+            f"| {label} | {mean:.2f} | {mean / in_window:.2f} | {values[0]:.2f} | "
+            f"{max(values):.2f} | {statistics.mean(past) if past else float('nan'):.2f} | "
+            f"{setting.get('max_position', '')} | {setting.get('seconds', '')} |"
+        )
+    return lines
 
 
 def frees_memory(records, impl, method) -> bool:
@@ -502,6 +609,23 @@ def plots(records) -> dict[str, bytes]:
         ax.set_xlabel("context tokens")
     axes[0].legend(fontsize=7)
     out["kv-speed.png"] = png(fig)
+
+    curves = stream_rows(records)
+    if curves:
+        fig, ax = plt.subplots(figsize=(9, 4.2))
+        for label, rows in curves.items():
+            style = "--" if label.startswith("in-window") else "-"
+            ax.plot([r["setting"]["tokens_read"] for r in rows], [r["value"] for r in rows],
+                    style, marker=".", label=label)  # fmt: skip
+        window = next(iter(curves.values()))[0]["setting"]["window"]
+        ax.axvline(window, color="grey", linewidth=0.8)
+        ax.text(window, ax.get_ylim()[1], " context window", va="top", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens read")
+        ax.set_ylabel("perplexity per 1,024-token window")
+        ax.set_title(f"Streaming {EMBEDDED_NAME} past its context window (budget {STREAM_BUDGET})")
+        ax.legend(fontsize=7)
+        out["kv-stream.png"] = png(fig)
     return out
 
 
@@ -528,7 +652,10 @@ def main() -> None:
     parser.add_argument("--skip-kvpress", action="store_true", help="ours only")
     parser.add_argument("--speed-cell", nargs=3, metavar=("METHOD", "CONTEXT", "OUT"))
     parser.add_argument("--phases", nargs="+", default=["fidelity", "passkey1k", "speed",
-                        "passkey2k", "passkey4k"])  # fmt: skip
+                        "passkey2k", "passkey4k", "stream"])  # fmt: skip
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the saved results of the phases not run (only phases "
+                        f"{', '.join(PHASE_METRICS)} can be rerun alone)")  # fmt: skip
     args = parser.parse_args()
     if args.speed_cell:
         method, context, out = args.speed_cell
@@ -536,22 +663,33 @@ def main() -> None:
     if args.replot:
         records = json.loads((RESULTS / "kv.json").read_text())
         return write_results("kv", records, table(records), plots(records))
-    if not args.skip_kvpress and not PRESS_PYTHON.is_file():
+    if not (args.skip_kvpress or args.merge) and not PRESS_PYTHON.is_file():
         raise SystemExit(
             f"{PRESS_PYTHON} is missing: run `make bench-kv` (it creates kvpress's venv)"
         )
     torch.manual_seed(0)
     bench = Bench(args)
-    environment = environment_record("kv", ["tokensieve"])
-    environment["setting"].update(kvpress_versions())
     steps = {"fidelity": bench.fidelity, "speed": bench.speed,
              "passkey1k": lambda: bench.passkey(1024), "passkey2k": lambda: bench.passkey(2048),
-             "passkey4k": lambda: bench.passkey(4096)}  # fmt: skip
+             "passkey4k": lambda: bench.passkey(4096), "stream": bench.stream}  # fmt: skip
+    kept = []
+    if args.merge:  # the other phases' rows and environment stay as their run saved them
+        if not set(args.phases) <= set(PHASE_METRICS):
+            raise SystemExit(f"--merge reruns only {', '.join(PHASE_METRICS)}")
+        rerun = set().union(*(PHASE_METRICS[p] for p in args.phases))
+        saved = json.loads((RESULTS / "kv.json").read_text())
+        environment = next(r for r in saved if r["metric"] == "environment")
+        later = environment_record("kv", ["tokensieve"])["setting"]
+        environment["setting"]["rerun_later"] = {"phases": args.phases, **later}
+        kept = [r for r in saved if r["metric"] not in rerun | {"environment"}]
+    else:
+        environment = environment_record("kv", ["tokensieve"])
+        environment["setting"].update(kvpress_versions())
     for phase in args.phases:
         steps[phase]()
-        records = [environment, *bench.records]
+        records = [environment, *kept, *bench.records]
         write_results("kv", records, table(records), plots(records))
-    print(table([environment, *bench.records]))
+    print(table([environment, *kept, *bench.records]))
 
 
 if __name__ == "__main__":

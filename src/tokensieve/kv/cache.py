@@ -3,12 +3,15 @@
 Each layer stores keys/values ``[batch, kv_heads, kept, head_dim]`` plus, per kept slot,
 its original position and the policy's running score. The model sees a normal cache:
 
-- ``get_seq_length()`` is the number of tokens *seen* (not kept), so `generate()` keeps
-  giving new tokens their original positions. Keys are cached after RoPE, so kept keys
-  keep their original rotation (as H2O's real-drop code and kvpress do); StreamingLLM's
-  and SirLLM's re-rotation to in-cache positions is not applied.
-- ``get_mask_sizes()`` reports the physical length with an offset of seen − kept, so the
-  causal mask of a new chunk treats every kept key as past and itself as causal.
+- By default ``get_seq_length()`` is the number of tokens *seen* (not kept), so
+  `generate()` keeps giving new tokens their original positions. Keys are cached after
+  RoPE, so kept keys keep their original rotation (as H2O's real-drop code and kvpress
+  do), and ``get_mask_sizes()`` reports the physical length with an offset of seen − kept,
+  so the causal mask of a new chunk treats every kept key as past and itself as causal.
+- With ``pos_shift`` (the model's RoPE frequencies, `tokensieve.kv.rotation`), positions
+  are ranks in the cache, as StreamingLLM and SirLLM define them: ``get_seq_length()`` is
+  the number of tokens kept, a new token sits at that position, and kept keys are stored
+  un-rotated and handed to attention rotated at their ranks.
 
 Eviction runs after each layer's attention (the policy has seen the attention weights
 it needs, handed over in chunks by `tokensieve.kv.attention`), so the tokens of the
@@ -31,6 +34,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from tokensieve.errors import UserError
 from tokensieve.kv.attention import SCORING
 from tokensieve.kv.policy import Budget, Seen
+from tokensieve.kv.rotation import rotate
 from tokensieve.lm import attention_modules
 from tokensieve.models import passed_cache
 
@@ -40,8 +44,9 @@ SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smo
 class CompressedLayer(DynamicLayer):
     """One layer's keys and values, their original positions and policy scores."""
 
-    def __init__(self):
+    def __init__(self, pos_shift: torch.Tensor | None = None):
         super().__init__()
+        self.pos_shift = pos_shift  # RoPE inverse frequencies when positions are ranks
         self.cumulative_length = 0
         self.positions: torch.Tensor | None = None  # [batch, kv_heads, kept], long
         self.scores: torch.Tensor | None = None  # [batch, kv_heads, kept], float32
@@ -53,6 +58,10 @@ class CompressedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         batch, heads, new = key_states.shape[:3]
         device = key_states.device
+        if self.pos_shift is not None:  # rotated at ranks kept.. by this forward: undo
+            start = self.physical_length()
+            at = torch.arange(start, start + new, device=device)
+            key_states = rotate(key_states, -at, self.pos_shift)
         positions = torch.arange(self.cumulative_length, self.cumulative_length + new,
                                  device=device)  # fmt: skip
         positions = positions.expand(batch, heads, new)
@@ -66,16 +75,21 @@ class CompressedLayer(DynamicLayer):
         self.last_query_length = new
         self.keys = torch.cat([self.keys, key_states], dim=-2)
         self.values = torch.cat([self.values, value_states], dim=-2)
+        if self.pos_shift is not None:
+            ranks = torch.arange(self.keys.shape[-2], device=device)
+            return rotate(self.keys, ranks, self.pos_shift), self.values
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
-        return self.cumulative_length
+        return self.physical_length() if self.pos_shift is not None else self.cumulative_length
 
     def physical_length(self) -> int:
         return 0 if self.positions is None else int(self.positions.shape[-1])
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         kept = self.physical_length()
+        if self.pos_shift is not None:
+            return kept + query_length, 0
         return kept + query_length, self.cumulative_length - kept
 
     def keep(self, indices: torch.Tensor) -> None:
@@ -106,9 +120,11 @@ class CompressedLayer(DynamicLayer):
 
 class CompressedCache(Cache):
     """The cache to pass to the model (`tokensieve.models.with_cache`); eviction needs
-    `compression(model, cache)`."""
+    `compression(model, cache)`. `pos_shift`: the model's RoPE inverse frequencies
+    (`tokensieve.kv.rotation.rope_frequencies(model)`) to give kept keys their rank in the
+    cache as position; None (default) keeps their positions in the text."""
 
-    def __init__(self, config, policy: Budget):
+    def __init__(self, config, policy: Budget, pos_shift: torch.Tensor | None = None):
         model_type = getattr(config, "model_type", "")
         kinds = getattr(config, "layer_types", None)
         partial = (
@@ -122,7 +138,7 @@ class CompressedCache(Cache):
                 "the compressed cache does not serve; it serves decoders with full attention "
                 f"in every layer ({', '.join(SUPPORTED)})"
             )
-        layers = [CompressedLayer() for _ in range(config.num_hidden_layers)]
+        layers = [CompressedLayer(pos_shift) for _ in range(config.num_hidden_layers)]
         super().__init__(layers=layers)
         self.policy = policy
         self.budget: int | None = None
@@ -150,6 +166,10 @@ class CompressedCache(Cache):
             for layer in self.layers
             if layer.is_initialized
         )
+
+    def seen_tokens(self) -> int:
+        """Tokens read so far (kept or not)."""
+        return self.layers[0].cumulative_length
 
     def kept_positions(self) -> list[torch.Tensor]:
         """Per layer, the original positions kept, ``[batch, kv_heads, kept]``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -114,6 +115,62 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_stream(args) -> int:
+    import torch
+
+    from tokensieve.kv.stream import check_stream, context_window, stream_perplexity
+    from tokensieve.models import cache_root, load_model
+    from tokensieve.outputs import check_output, json_text, write_directory
+
+    budget = parse_budget(args.budget)
+    policy = make_kv_policy(args.policy, budget, seed=args.seed, sink=args.sink)
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise UserError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    if args.out is not None:
+        check_output(args.out, [args.model, args.file, cache_root()])
+    text = read_text_file(args.file)
+    if not text.strip():
+        raise UserError(f"'{args.file}' is empty: nothing to read")
+    model, tokenizer = load_model(args.model)
+    check_stream(model, policy, args.pos_shift, args.chunk, args.window)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.max_tokens]
+    result = stream_perplexity(model, torch.tensor(ids), policy, args.pos_shift, args.chunk,
+                               args.window, progress=not args.quiet)  # fmt: skip
+    window = context_window(model)
+    figures = {**result.__dict__, "tokens": len(ids), "context_window": window}
+    if args.json:
+        print(json_text(figures))
+    else:
+        for read, ppl in zip(result.tokens_read, result.window_perplexity, strict=True):
+            print(f"{read:>9} tokens read  perplexity {ppl:8.2f}")
+        shift = "re-rotated" if result.pos_shift else "original positions"
+        print(
+            f"{result.policy} (budget {result.budget}, {shift}): perplexity "
+            f"{result.perplexity:.2f} over {len(ids)} tokens; {result.kept} kept; "
+            f"largest position {result.max_position} (window {window})"
+        )
+    if args.out:
+        directory = write_directory(args.out, {"stream.json": json_text(figures),
+                                               "stream.png": _stream_plot(result)})  # fmt: skip
+        print(f"results          {directory}", file=sys.stderr)
+    return 0
+
+
+def _stream_plot(result) -> bytes:
+    import matplotlib.pyplot as plt
+
+    from tokensieve.report.plots import png_bytes
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(result.tokens_read, result.window_perplexity, marker=".")
+    ax.set_xlabel("tokens read")
+    ax.set_ylabel("perplexity per window")
+    ax.set_yscale("log")
+    shift = "re-rotated" if result.pos_shift else "original positions"
+    ax.set_title(f"{result.policy}, budget {result.budget}, {shift}")
+    return png_bytes(fig)
+
+
 def _python_reference() -> str:
     """The default text: the Python Language Reference as the standard library ships it."""
     from pydoc_data.topics import topics
@@ -186,3 +243,26 @@ def register(commands) -> None:
     add_common(ev, "model", "seed", "quiet")
     ev.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
     ev.set_defaults(run=cmd_eval)
+
+    st = kv_commands.add_parser(
+        "stream",
+        help="perplexity of a text longer than the context, read through a bounded cache",
+        description="Read a long text chunk by chunk through a cache the policy keeps at its "
+        "budget (StreamingLLM's setting) and report perplexity per window.",
+    )
+    st.add_argument("--policy", choices=sorted(POLICIES), default="streaming")
+    st.add_argument("--file", required=True, help="the text (UTF-8; '-' reads stdin)")
+    st.add_argument("--budget", default="1024", help="tokens kept per layer and head (1024)")
+    st.add_argument("--sink", type=int, help="first tokens always kept (streaming: 4)")
+    st.add_argument(
+        "--pos-shift", action=argparse.BooleanOptionalAction, default=True,
+        help="positions are ranks in the cache, kept keys re-rotated (the paper's; default); "
+        "--no-pos-shift keeps positions in the text",
+    )  # fmt: skip
+    st.add_argument("--chunk", type=int, default=32, help="tokens read per forward (32)")
+    st.add_argument("--window", type=int, default=1024, help="tokens per perplexity window")
+    st.add_argument("--max-tokens", type=int, help="read only the first N tokens")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--out", help="directory for stream.json and stream.png (a fresh one)")
+    add_common(st, "model", "seed", "quiet")
+    st.set_defaults(run=cmd_stream)

@@ -2,10 +2,11 @@
 
 Keeps the first `sink` tokens (4 in the paper) and fills the rest of the budget with
 the most recent tokens, the same set in every layer and head. The paper re-rotates
-cached keys to their in-cache positions ("pos shift"); keys here keep their original
-RoPE rotation, as kvpress's StreamingLLMPress does without its KeyRerotationPress. This
-is a deviation from the paper (no pos-shift yet), so texts longer than the model's
-context cannot be streamed.
+cached keys to their in-cache positions ("pos shift", §3.2), which is what lets it read
+past the model's context: a cache built with ``pos_shift`` (`tokensieve.kv.rotation`)
+does that, and `tokensieve kv stream` uses it by default. Without it (the default of
+`CompressedCache`, and of `kv generate`/`kv eval`) kept keys keep their rotation in the
+text, as kvpress's StreamingLLMPress does without its KeyRerotationPress.
 """
 
 from __future__ import annotations
