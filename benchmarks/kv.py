@@ -23,7 +23,11 @@ in its own venv (``benchmarks/.venvs/kvpress``: it pins transformers 5.2), drive
    1,024 tokens read: sinks + window re-rotated, window without sinks, sinks + window at
    original positions, and the full cache reading each 8,192-token window alone.
 
-Run: ``make bench-kv`` (``--phases stream --merge`` reruns the streaming rows alone).
+5. Multi-turn conversations (SirLLM's setting): 12 conversations of 6 turns × 300 tokens
+   of the tutorial, one cache across turns, 20% budget; even turns state a fact, odd
+   turns ask for it; accuracy per asking turn and the peak number of slots kept.
+
+Run: ``make bench-kv`` (``--phases stream multiturn --merge`` reruns those rows alone).
 Finished cells go to ``benchmarks/.cache/kv.jsonl``; an interrupted run resumes there
 (``--fresh`` starts over, ``--replot`` redraws).
 """
@@ -101,7 +105,14 @@ STREAM_CURVES = [  # (label, sink, pos_shift)
     ("window without sinks, re-rotated", 0, True),
     ("sinks + window, original positions", 4, False),
 ]
-PHASE_METRICS = {"stream": {"stream_perplexity"}}  # phases --merge can rerun alone
+# multi-turn: conversations alternating a fact and a question about it (SirLLM's setting)
+MULTITURN_CASES, MULTITURN_TURNS, MULTITURN_TOKENS, MULTITURN_BUDGET = 12, 6, 300, 0.2
+MULTITURN_ANSWER = 8  # tokens answered per asking turn (tokensieve.kv.multiturn's default)
+MULTITURN_METHODS = ["full", *OURS, "sirllm_after_input"]
+PHASE_METRICS = {  # phases --merge can rerun alone
+    "stream": {"stream_perplexity"},
+    "multiturn": {"multiturn_accuracy", "multiturn_peak_kept"},
+}
 
 
 def pages(pattern: str) -> str:
@@ -198,6 +209,48 @@ class Bench:
                 )
 
             self.cell(f"stream/{sink}/{shift}/{len(ids)}", curve)
+
+    # 5. multi-turn conversations ----------------------------------------------------------
+    def multiturn(self) -> None:
+        from tokensieve.kv.multiturn import make_conversation, turn_accuracy
+
+        text = pages("tutorial/*.rst.txt")
+        conversations = [make_conversation(self.tokenizer, text, MULTITURN_TURNS,
+                                           MULTITURN_TOKENS, seed=i)
+                         for i in range(MULTITURN_CASES)]  # fmt: skip
+        base = {"model": EMBEDDED_NAME, "conversations": MULTITURN_CASES,
+                "turns": MULTITURN_TURNS, "turn_tokens": MULTITURN_TOKENS,
+                "budget": MULTITURN_BUDGET,
+                "text": "python3.11-doc tutorial/*.rst.txt"}  # fmt: skip
+        for method in tqdm(MULTITURN_METHODS, desc="multi-turn"):
+
+            def compute(method=method):
+                if method == "full":
+                    policy = None
+                elif method.startswith("sirllm"):  # room for the 8-token answer, no more
+                    timing = "after input" if method == "sirllm_after_input" else "before input"
+                    policy = make_policy("sirllm", budget=MULTITURN_BUDGET, timing=timing,
+                                         reserve=MULTITURN_ANSWER)  # fmt: skip
+                else:
+                    policy = make_policy(method, budget=MULTITURN_BUDGET)
+                runs = []
+                started = time.perf_counter()
+                accuracy = turn_accuracy(self.model, self.tokenizer, conversations, policy,
+                                         progress=True, runs=runs)  # fmt: skip
+                seconds = (time.perf_counter() - started) / len(conversations)
+                setting = {**base, "seconds_per_conversation": round(seconds, 1)}
+                rows = [record("kv", method, "tokensieve", {**setting, "turn": turn},
+                               "multiturn_accuracy", value, "fraction", len(conversations))
+                        for turn, value in accuracy.items()]  # fmt: skip
+                budgets = [run.budget for run in runs if run.budget is not None]
+                setting = {**setting, "budget_tokens": max(budgets) if budgets else None}
+                rows.append(record("kv", method, "tokensieve", setting, "multiturn_peak_kept",
+                                   max(run.peak_kept for run in runs), "tokens",
+                                   len(conversations)))  # fmt: skip
+                return rows
+
+            reserve = f"/reserve{MULTITURN_ANSWER}" if method.startswith("sirllm") else ""
+            self.cell(f"multiturn/{method}/{MULTITURN_CASES}{reserve}", compute)
 
     # 1. fidelity -------------------------------------------------------------------
     def fidelity(self) -> None:
@@ -465,8 +518,43 @@ def table(records) -> str:
                 f"{kv['value'] / 2**20:.1f} | {peak['value']:.0f} |"
             )
     lines += stream_table(records)
+    lines += multiturn_table(records)
     lines += ["", *goals(records)]
     return "\n".join(lines) + "\n"
+
+
+def multiturn_table(records) -> list[str]:
+    rows = [r for r in records if r["metric"] == "multiturn_accuracy"]
+    if not rows:
+        return []
+    turns = sorted({r["setting"]["turn"] for r in rows})
+    first = rows[0]["setting"]
+    lines = [
+        "",
+        f"## Multi-turn conversations ({first['conversations']} conversations of "
+        f"{first['turns']} turns × {first['turn_tokens']} tokens of real text, budget "
+        f"{first['budget']:.0%} of a conversation)",
+        "",
+        "Even turns state a fact, odd turns ask for the fact of the turn before; accuracy "
+        "per asking turn (greedy digits equal the code). Peak kept: the most slots a layer "
+        "held after any forward, over all conversations.",
+        "",
+        "| method | " + " | ".join(f"turn {t}" for t in turns) + " | mean | peak kept / budget "
+        "| s per conversation |",
+        "|---|" + "---|" * (len(turns) + 3),
+    ]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        values = [find(records, "multiturn_accuracy", "tokensieve", method, turn=t) for t in turns]
+        peak = find(records, "multiturn_peak_kept", "tokensieve", method)
+        budget = peak["setting"].get("budget_tokens") if peak else None
+        mean = statistics.mean(v["value"] for v in values if v)
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{v['value']:.2f}" if v else "-" for v in values)
+            + f" | {mean:.2f} | {peak['value'] if peak else '-'} / {budget or 'none'} | "
+            f"{values[0]['setting']['seconds_per_conversation']} |"
+        )
+    return lines
 
 
 def stream_rows(records) -> dict[str, list[dict]]:
@@ -626,6 +714,25 @@ def plots(records) -> dict[str, bytes]:
         ax.set_title(f"Streaming {EMBEDDED_NAME} past its context window (budget {STREAM_BUDGET})")
         ax.legend(fontsize=7)
         out["kv-stream.png"] = png(fig)
+
+    rows = [r for r in records if r["metric"] == "multiturn_accuracy"]
+    if rows:
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        turns = sorted({r["setting"]["turn"] for r in rows})
+        fig, ax = plt.subplots(figsize=(11, 4))
+        width = 0.8 / len(turns)
+        for j, turn in enumerate(turns):
+            values = [find(records, "multiturn_accuracy", "tokensieve", m, turn=turn)
+                      for m in methods]  # fmt: skip
+            heights = [v["value"] if v else 0 for v in values]
+            ax.bar([x + j * width for x in range(len(methods))], heights, width,
+                   label=f"turn {turn}")  # fmt: skip
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(methods))], methods, rotation=20,
+                      fontsize=7)  # fmt: skip
+        ax.set_ylabel("accuracy")
+        ax.set_title("Multi-turn: the fact of the turn before, per asking turn (20% budget)")
+        ax.legend()
+        out["kv-multiturn.png"] = png(fig)
     return out
 
 
@@ -652,7 +759,7 @@ def main() -> None:
     parser.add_argument("--skip-kvpress", action="store_true", help="ours only")
     parser.add_argument("--speed-cell", nargs=3, metavar=("METHOD", "CONTEXT", "OUT"))
     parser.add_argument("--phases", nargs="+", default=["fidelity", "passkey1k", "speed",
-                        "passkey2k", "passkey4k", "stream"])  # fmt: skip
+                        "passkey2k", "passkey4k", "stream", "multiturn"])  # fmt: skip
     parser.add_argument("--merge", action="store_true",
                         help="keep the saved results of the phases not run (only phases "
                         f"{', '.join(PHASE_METRICS)} can be rerun alone)")  # fmt: skip
@@ -671,7 +778,8 @@ def main() -> None:
     bench = Bench(args)
     steps = {"fidelity": bench.fidelity, "speed": bench.speed,
              "passkey1k": lambda: bench.passkey(1024), "passkey2k": lambda: bench.passkey(2048),
-             "passkey4k": lambda: bench.passkey(4096), "stream": bench.stream}  # fmt: skip
+             "passkey4k": lambda: bench.passkey(4096), "stream": bench.stream,
+             "multiturn": bench.multiturn}  # fmt: skip
     kept = []
     if args.merge:  # the other phases' rows and environment stay as their run saved them
         if not set(args.phases) <= set(PHASE_METRICS):

@@ -299,10 +299,11 @@ def test_unknown_policy_and_unsupported_architecture():
 
 
 def test_sirllm_keeps_surprising_tokens_across_turns(setup):
-    """Two inputs: after each, sinks + the highest decayed self-information survive."""
+    """Timing "after input": after each input, sinks + the highest decayed
+    self-information survive (the input competes at once)."""
     model, ids = setup
     first, second = ids[:, :40], ids[:, 40:60]
-    policy = SirLLMPolicy(budget=16, sink=4, decay=0.5)
+    policy = SirLLMPolicy(budget=16, sink=4, decay=0.5, timing="after input")
     cache = CompressedCache(model.config, policy)
     with torch.no_grad(), compression(model, cache):
         out1 = model(input_ids=first, **with_cache(cache), use_cache=True)

@@ -113,6 +113,8 @@ def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
         (["--budgets", "2.5"], "--budget must be in"),
         (["--context", "1"], "--context must be"),
         (["--passkey-cases", "-1"], "must not be negative"),
+        (["--multiturn-cases", "-2"], "must not be negative"),
+        (["--multiturn-cases", "1", "--multiturn-turns", "1"], "at least 2 turns"),
         (["--passkey-mode", "sideways"], "invalid choice"),
         (["--policies", "magic"], "invalid choice"),
     ],
@@ -120,3 +122,20 @@ def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
 def test_kv_eval_bad_input(cli, tiny_dir, argv, message):
     code, _, err = cli("kv", "eval", "--model", str(tiny_dir), "--quiet", *argv)
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_kv_eval_multiturn_reports_accuracy_per_asking_turn(cli, tiny_dir, tmp_path):
+    import inspect
+    import json
+    import textwrap
+
+    text = tmp_path / "text.txt"
+    text.write_text(inspect.getsource(textwrap))
+    code, out, err = cli("kv", "eval", "--policies", "sirllm", "--budgets", "0.5", "--file", text,
+                         "--context", "60", "--decode", "4", "--multiturn-cases", "2",
+                         "--multiturn-turns", "4", "--multiturn-tokens", "40", "--model",
+                         tiny_dir, "--out", tmp_path / "r", "--quiet")  # fmt: skip
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r" / "kv-eval.json").read_text())
+    assert [sorted(r["multiturn_accuracy"]) for r in rows] == [["1", "3"]] * 2
+    assert "multi-turn" in out

@@ -36,7 +36,7 @@ from tokensieve.kv.attention import SCORING
 from tokensieve.kv.policy import Budget, Seen
 from tokensieve.kv.rotation import rotate
 from tokensieve.lm import attention_modules
-from tokensieve.models import passed_cache
+from tokensieve.models import passed_cache, with_cache
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smollm3")
 
@@ -175,6 +175,12 @@ class CompressedCache(Cache):
         """Per layer, the original positions kept, ``[batch, kv_heads, kept]``."""
         return [layer.positions for layer in self.layers if layer.positions is not None]
 
+    def fix_budget(self, prompt_length: int) -> int:
+        """Fix the budget from a prompt that will be read in several forwards."""
+        self.prompt_length = prompt_length
+        self.budget = self.policy.resolve_budget(prompt_length)
+        return self.budget
+
     def resolve_budget(self) -> int:
         """Fix the budget once, from the length of the first input (the prompt)."""
         if self.budget is None:
@@ -224,21 +230,54 @@ class CompressedCache(Cache):
                 layer.scores = self.policy.score(layer.scores, self.seen(index))
                 self.evict(index)
 
-    def evict(self, layer_idx: int) -> None:
-        """Keep the sink, the recent window and the top-ranked rest, per KV head."""
+    def before_forward(self, input_ids: torch.Tensor) -> None:
+        """For policies compressing before an input (SirLLM as its authors run it): make
+        room for what comes — the input, and `reserve` generated tokens after an input of
+        more than one token — so the cache never passes the budget; each input decays the
+        stored scores once. The first input enters whole (the budget is fixed from it)."""
+        if self.budget is None or not self.layers[0].is_initialized:
+            return
+        new = input_ids.shape[1]
+        room = self.budget - new - (self.policy.reserve if new > 1 else 0)
+        room = max(room, self.policy.sink, 0)
+        for index, layer in enumerate(self.layers):
+            if new > 1:
+                layer.scores = self.policy.score(layer.scores, self.seen(index))
+            self.evict(index, room)
+
+    def evict(self, layer_idx: int, size: int | None = None) -> None:
+        """Keep the sink, the recent window and the top-ranked rest, per KV head: `size`
+        slots (default: the budget)."""
         layer = self.layers[layer_idx]
-        budget = self.resolve_budget()
+        budget = self.resolve_budget() if size is None else size
         kept = layer.physical_length()
         if kept <= budget:
             return
         scores = self.policy.rank(layer.scores).clone().float()
-        recent = self.policy.recent_slots(budget)
+        recent = min(self.policy.recent_slots(budget), max(budget - self.policy.sink, 0))
         if self.policy.sink:
             scores[..., : self.policy.sink] = math.inf
         if recent:
             scores[..., kept - recent :] = math.inf
         indices = scores.topk(budget, dim=-1).indices
         layer.keep(indices.sort(dim=-1).values)
+
+
+def read_in_chunks(model, cache, ids: list[int]) -> None:
+    """Read a prompt as several inputs, each evicting before it enters (SirLLM as its
+    authors run it): the budget is a share of the whole prompt, the chunk leaves room for
+    the answer, so the cache never holds more than the budget."""
+    budget = cache.fix_budget(len(ids) + 1)
+    chunk = (budget - cache.policy.reserve - cache.policy.sink) // 2
+    if chunk < 1:
+        raise UserError(
+            f"a budget of {budget} tokens leaves no room to read the prompt beside "
+            f"{cache.policy.reserve} new tokens and {cache.policy.sink} sinks; raise --budget "
+            "or lower --max-new-tokens"
+        )
+    for start in range(0, len(ids), chunk):
+        piece = torch.tensor([ids[start : start + chunk]], device=model.device)
+        model(input_ids=piece, **with_cache(cache), use_cache=True, logits_to_keep=0)
 
 
 def attention_layers(model) -> list[torch.nn.Module]:
@@ -293,6 +332,16 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     if cache.policy.reads == "logits":
         handles.append(model.register_forward_pre_hook(all_logits, with_kwargs=True))
         handles.append(model.register_forward_hook(logits_hook, with_kwargs=True))
+
+    def make_room(module, args, kwargs):
+        if passed_cache(kwargs) is cache:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if input_ids is not None:
+                cache.before_forward(input_ids)
+        return args, kwargs
+
+    if cache.policy.compresses == "before input":
+        handles.append(model.register_forward_pre_hook(make_room, with_kwargs=True))
     try:
         yield cache
     finally:

@@ -24,6 +24,7 @@ def cmd_generate(args) -> int:
     import torch
 
     from tokensieve.kv import CompressedCache, compression
+    from tokensieve.kv.cache import read_in_chunks
     from tokensieve.lm import chat_prompt_ids, check_context, end_of_turn_ids
     from tokensieve.models import load_model, with_cache
 
@@ -50,6 +51,8 @@ def cmd_generate(args) -> int:
     cache = CompressedCache(model.config, policy)
     started = time.perf_counter()
     with torch.no_grad(), compression(model, cache):
+        if policy.compresses == "before input":
+            read_in_chunks(model, cache, ids[:-1])  # the memory stays within the budget
         output = model.generate(
             torch.tensor([ids], device=model.device),
             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
@@ -84,8 +87,11 @@ def cmd_eval(args) -> int:
     budgets = [parse_budget(b) for b in args.budgets]
     if args.context < 2 or args.decode < 1:
         raise UserError("--context must be at least 2 and --decode at least 1")
-    if args.passkey_cases < 0:
-        raise UserError("--passkey-cases must not be negative")
+    if args.passkey_cases < 0 or args.multiturn_cases < 0:
+        raise UserError("--passkey-cases and --multiturn-cases must not be negative")
+    if args.multiturn_cases and (args.multiturn_turns < 2 or args.multiturn_tokens < 32):
+        raise UserError("a conversation needs at least 2 turns (--multiturn-turns) of at "
+                        "least 32 tokens (--multiturn-tokens)")  # fmt: skip
     for name in args.policies:  # validate names and options before the slow part
         _eval_policy(name, budgets[0], args)
     if args.out is not None:
@@ -106,6 +112,9 @@ def cmd_eval(args) -> int:
             if args.passkey_cases:
                 row["passkey_accuracy"] = _passkey(model, tokenizer, text, result.policy,
                                                    budget, args)  # fmt: skip
+            if args.multiturn_cases:
+                row["multiturn_accuracy"] = _multiturn(model, tokenizer, text, result.policy,
+                                                       budget, args)  # fmt: skip
             rows.append(row)
             _print_row(row, args.passkey_cases)
     if args.out:
@@ -191,12 +200,27 @@ def _passkey(model, tokenizer, text: str, name: str, budget, args) -> float:
     return passkey_accuracy(model, tokenizer, cases, policy, mode=args.passkey_mode)[0]
 
 
+def _multiturn(model, tokenizer, text: str, name: str, budget, args) -> dict[int, float]:
+    from tokensieve.kv.multiturn import make_conversation, turn_accuracy
+
+    conversations = [
+        make_conversation(
+            tokenizer, text, args.multiturn_turns, args.multiturn_tokens, seed=args.seed + i
+        )  # fmt: skip
+        for i in range(args.multiturn_cases)
+    ]
+    policy = None if name == "full" else _eval_policy(name, budget, args)
+    return turn_accuracy(model, tokenizer, conversations, policy, progress=not args.quiet)
+
+
 def _print_row(row: dict, passkey: bool) -> None:
+    turns = row.get("multiturn_accuracy")
     print(
         f"{row['policy']:>10} budget {row['budget']:<5} ppl {row['perplexity']:7.2f}  "
         f"KL {row['kl_to_full']:.4f}  top1 {row['top1_agreement']:.3f}  "
         f"KV {row['kv_bytes'] / 2**20:6.1f} MiB"
         + (f"  passkey {row['passkey_accuracy']:.2f}" if passkey else "")
+        + (f"  multi-turn {'/'.join(f'{v:.2f}' for v in turns.values())}" if turns else "")
     )
 
 
@@ -240,6 +264,13 @@ def register(commands) -> None:
         help="aware: the question is read with the context; agnostic: the context is "
         "compressed alone, the question appended after",
     )  # fmt: skip
+    ev.add_argument(
+        "--multiturn-cases", type=int, default=0,
+        help="conversations whose turns alternate a fact and a question about it, read "
+        "through one cache (accuracy per asking turn; budgets are shares of a conversation)",
+    )  # fmt: skip
+    ev.add_argument("--multiturn-turns", type=int, default=6, help="turns per conversation")
+    ev.add_argument("--multiturn-tokens", type=int, default=300, help="text tokens per turn")
     add_common(ev, "model", "seed", "quiet")
     ev.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
     ev.set_defaults(run=cmd_eval)

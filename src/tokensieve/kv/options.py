@@ -25,7 +25,8 @@ def parse_budget(text: str) -> float | int:
 
 def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, recent=None):
     """A KV policy from CLI options: `full` takes none; only keyformer and random are
-    seeded; keyformer's temperature schedule needs the number of new tokens."""
+    seeded; keyformer's temperature schedule and SirLLM's reserve need the number of new
+    tokens."""
     from tokensieve.kv import make_policy
 
     if name == "full":
@@ -39,4 +40,6 @@ def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, rece
         options["seed"] = seed
     if name == "keyformer" and max_new_tokens is not None:
         options["max_new_tokens"] = max_new_tokens
+    if name == "sirllm" and max_new_tokens is not None:
+        options["reserve"] = max_new_tokens  # room for the answer, made before the input
     return make_policy(name, **options)

@@ -7,7 +7,9 @@ An eviction policy (`KVPolicy`) declares:
   ``query_rows`` only when set), ``"logits"`` (the model's output over the tokens just
   read) or ``"nothing"``;
 - ``compresses``: ``"every step"`` (after each forward), ``"prefill"`` (once, after
-  the prompt), ``"per input"`` (after each multi-token input, e.g. a chat turn);
+  the prompt), ``"per input"`` (after each multi-token input, e.g. a chat turn),
+  ``"before input"`` (before each forward, making room for what it brings: the input
+  and the policy's ``reserve`` of generated tokens);
 
 and implements ``score(scores, seen) -> scores``: the slots' new scores
 ``[batch, kv_heads, slots]`` from their scores before this forward and what it showed

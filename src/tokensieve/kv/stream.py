@@ -50,7 +50,7 @@ def context_window(model) -> int | None:
 def check_stream(model, policy: KVPolicy, pos_shift: bool, chunk: int, window: int) -> None:
     if chunk < 1 or window < 1:
         raise UserError(f"chunk and window must be at least 1, got {chunk} and {window}")
-    if policy.compresses not in ("every step", "per input"):
+    if policy.compresses not in ("every step", "per input", "before input"):
         raise UserError(
             f"{policy.name} does not evict as it reads (it compresses {policy.compresses}); "
             "a stream needs a policy that does: streaming, h2o, tova, keyformer, sirllm, random"

@@ -7,11 +7,19 @@ and after each eviction all stored values are multiplied by `decay`, so old toke
 fade while new ones enter undecayed. Kept: `sink` first tokens ∪ the most important
 ones (``recent`` most recent tokens too, 0 in the paper's configurations).
 
-When: SirLLM selects once per new input (turn), not per generated token. Here the
-selection runs at the end of every multi-token forward (each input read), when the
-input's own importance is known; generated tokens are kept until the next input.
-The reference selects before appending the next input instead, so that input attends
-to the compressed cache; here it attends to the answer just generated too.
+When (`timing`): SirLLM selects once per new input (turn), not per generated token.
+- ``"before input"`` (the default, as the authors run it: ``evict_for_space_token_entropy``
+  in ``sir_llm/kv_cache.py``, called before each input in ``sir_llm/eval_utils.py``): before
+  an input of n tokens is read, the cache is cut to ``budget - n - reserve`` slots, so the
+  input is protected (it never competes in its own turn) and there is room for `reserve`
+  generated tokens; every stored value decays once per input. The cache never holds more
+  than the budget: a generated token past the reserve evicts one slot before it enters
+  (the authors size the reserve so this never happens), and generated tokens compete at
+  the next input like any other. An input longer than the room enters whole; readers that
+  must stay within the budget read long inputs in chunks (`kv generate` and `kv stream`
+  do).
+- ``"after input"``: read the input, then evict to the budget, so the input competes at
+  once and the answer generated afterwards is kept until the next input.
 
 Where the authors' code departs from the paper, tokensieve follows the paper: the
 reference (``sir_llm/eval_utils.py`` ``_cal_selfinfo`` at 4c95578) looks the current
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tokensieve.errors import UserError
 from tokensieve.kv.policy import KVPolicy
 
 
@@ -35,13 +44,28 @@ class SirLLMState:
     last_logits: torch.Tensor | None = None
 
 
+TIMINGS = ("before input", "after input")
+
+
 @dataclass
 class SirLLMPolicy(KVPolicy):
     sink: int = 4
     decay: float = 0.9
+    timing: str = "before input"
+    reserve: int = 64  # room kept for generated tokens when evicting before an input
     name = "sirllm"
     reads = "logits"
-    compresses = "per input"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.timing not in TIMINGS:
+            raise UserError(f"SirLLM's timing is one of {', '.join(TIMINGS)}, got {self.timing!r}")
+        if self.reserve < 0:
+            raise UserError(f"SirLLM's reserve must not be negative, got {self.reserve}")
+
+    @property
+    def compresses(self) -> str:
+        return "before input" if self.timing == "before input" else "per input"
 
     def new_state(self) -> SirLLMState:
         return SirLLMState()
