@@ -96,6 +96,10 @@ PASSKEY_METHODS = {  # context → (ours, presses); "full" is the ceiling
            ["streaming_llm", "snapkv", "tova", "expected_attention"]),
     4096: (["full", "streaming", "snapkv"], ["streaming_llm", "snapkv"]),
 }  # fmt: skip
+AGNOSTIC_METHODS = {  # query-agnostic: every policy and press at each context (issue 16)
+    n: (["full", *OURS], PRESSES[:-1]) for n in (1024, 2048, 4096)
+}
+MODES = ("aware", "agnostic")
 SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
 SPEED_OURS, SPEED_PRESSES = ["full", *OURS], ["none", "snapkv"]
 # streaming past the window: StreamingLLM's Figure 3 curves on 4 windows of real text
@@ -109,9 +113,17 @@ STREAM_CURVES = [  # (label, sink, pos_shift)
 MULTITURN_CASES, MULTITURN_TURNS, MULTITURN_TOKENS, MULTITURN_BUDGET = 12, 6, 300, 0.2
 MULTITURN_ANSWER = 8  # tokens answered per asking turn (tokensieve.kv.multiturn's default)
 MULTITURN_METHODS = ["full", *OURS, "sirllm_after_input"]
-PHASE_METRICS = {  # phases --merge can rerun alone
-    "stream": {"stream_perplexity"},
-    "multiturn": {"multiturn_accuracy", "multiturn_peak_kept"},
+
+
+def _agnostic(context: int):
+    return lambda r: (r["metric"] == "passkey_accuracy" and r["setting"].get("mode") == "agnostic"
+                      and r["setting"]["context_tokens"] == context)  # fmt: skip
+
+
+PHASE_ROWS = {  # phases --merge can rerun alone, and the rows each one writes
+    "stream": lambda r: r["metric"] == "stream_perplexity",
+    "multiturn": lambda r: r["metric"] in ("multiturn_accuracy", "multiturn_peak_kept"),
+    **{f"agnostic{n // 1024}k": _agnostic(n) for n in AGNOSTIC_METHODS},
 }
 
 
@@ -122,8 +134,12 @@ def pages(pattern: str) -> str:
     return "\n\n".join(f.read_text() for f in files)
 
 
-def policy_for(name: str, budget: float):
-    return make_policy("full") if name == "full" else make_policy(name, budget=budget)
+def policy_for(name: str, budget: float, reserve: int | None = None):
+    if name == "full":
+        return make_policy("full")
+    if name == "sirllm" and reserve is not None:  # room for the answer, made before the question
+        return make_policy(name, budget=budget, reserve=reserve)
+    return make_policy(name, budget=budget)
 
 
 def run_worker(job: dict) -> dict:
@@ -131,6 +147,7 @@ def run_worker(job: dict) -> dict:
     work = CHECKPOINTS / "kvpress"
     work.mkdir(parents=True, exist_ok=True)
     tag = f"{job['kind']}-{job['press']}-{job['ratio']}-{job.get('context', '')}"
+    tag += f"-{job['mode']}" if job.get("mode", "aware") != "aware" else ""
     job_file, result_file, log = work / f"{tag}.job.json", work / f"{tag}.json", work / f"{tag}.log"
     job_file.write_text(json.dumps(job))
     env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
@@ -321,13 +338,14 @@ class Bench:
                 "ratio": round(1 - budget, 6), **extra}  # fmt: skip
 
     # 2. passkey --------------------------------------------------------------------
-    def passkey(self, context: int) -> None:
+    def passkey(self, context: int, mode: str = "aware") -> None:
         haystack = pages("tutorial/*.rst.txt")
         cases = [
             make_passkey_case(self.tokenizer, haystack, context, DEPTHS[i % len(DEPTHS)], i)
             for i in range(PASSKEY_CASES)
         ]
-        ours, presses = PASSKEY_METHODS[context]
+        agnostic = mode == "agnostic"
+        ours, presses = (AGNOSTIC_METHODS if agnostic else PASSKEY_METHODS)[context]
         cells = [("tokensieve", m) for m in ours]
         if not self.args.skip_kvpress:
             cells += [("kvpress", p) for p in presses]
@@ -335,16 +353,22 @@ class Bench:
 
             def compute(impl=impl, method=method):
                 budget = 1.0 if method == "full" else PASSKEY_BUDGET
+                started = time.perf_counter()
                 if impl == "tokensieve":
-                    policy = lambda: policy_for(method, budget)  # noqa: E731 (fresh per case)
+                    reserve = PASSKEY_NEW if agnostic else None
+                    policy = lambda: policy_for(method, budget, reserve)  # noqa: E731 (per case)
                     answers = [
-                        answer_digits(self.model, self.tokenizer, c, policy(), PASSKEY_NEW)
+                        answer_digits(
+                            self.model, self.tokenizer, c, policy(), PASSKEY_NEW, mode=mode
+                        )  # fmt: skip
                         for c in cases
                     ]
                 else:
+                    splits = [c.split for c in cases] if agnostic else None
                     result = run_worker(
                         self.job("passkey", method, budget, cases=[c.ids for c in cases],
-                                 new_tokens=PASSKEY_NEW, context=context)
+                                 new_tokens=PASSKEY_NEW, context=context, splits=splits,
+                                 mode=mode)
                     )  # fmt: skip
                     answers = [
                         re.sub(r"\D", "", self.tokenizer.decode(g, skip_special_tokens=True))[:5]
@@ -353,13 +377,16 @@ class Bench:
                 correct = [a == c.key for a, c in zip(answers, cases, strict=True)]
                 accuracy = sum(correct) / len(cases)
                 error = math.sqrt(accuracy * (1 - accuracy) / len(cases))
-                setting = self.setting(budget, context, depths=DEPTHS, answers=answers)
+                seconds = (time.perf_counter() - started) / len(cases)
+                setting = self.setting(budget, context, depths=DEPTHS, answers=answers,
+                                       mode=mode, seconds_per_case=round(seconds, 2))  # fmt: skip
                 return [
                     record("kv", method, impl, setting, "passkey_accuracy", accuracy,
                            "fraction", len(cases), error)
                 ]  # fmt: skip
 
-            self.cell(f"passkey/{context}/{impl}/{method}", compute)
+            prefix = "passkey-agnostic" if agnostic else "passkey"
+            self.cell(f"{prefix}/{context}/{impl}/{method}", compute)
 
     # 3. speed and memory -------------------------------------------------------------
     def speed(self) -> None:
@@ -429,10 +456,13 @@ def speed_cell(method: str, context: int, out: Path) -> None:
 # results ---------------------------------------------------------------------------
 
 
+SETTING_DEFAULTS = {"mode": "aware"}  # rows of runs before a key existed
+
+
 def find(records, metric, impl, method, **setting):
     for r in records:
         if (r["metric"], r["implementation"], r["method"]) == (metric, impl, method) and all(
-            r["setting"].get(k) == v for k, v in setting.items()
+            r["setting"].get(k, SETTING_DEFAULTS.get(k)) == v for k, v in setting.items()
         ):
             return r
     return None
@@ -481,20 +511,30 @@ def table(records) -> str:
             f"full cache: KL {none['value']:.2e} nats (the two stacks agree)."
         )
     contexts = list(PASSKEY_METHODS)
-    lines += [
-        "",
-        f"## Passkey retrieval, {int(PASSKEY_BUDGET * 100)}% budget ({PASSKEY_CASES} cases per "
-        "cell, depths 0.1–0.9; ± standard error)",
-        "",
-        "| implementation | method | " + " | ".join(f"{n} tokens" for n in contexts) + " |",
-        "|---|---|" + "---:|" * len(contexts),
-    ]
-    for impl, method in methods_of(records, "passkey_accuracy"):
-        cells = []
-        for n in contexts:
-            r = find(records, "passkey_accuracy", impl, method, context_tokens=n)
-            cells.append(f"{r['value']:.2f} ± {r['spread']:.2f}" if r else "—")
-        lines.append(f"| {impl} | {method} | " + " | ".join(cells) + " |")
+    for mode in MODES:
+        rows = [r for r in records if r["metric"] == "passkey_accuracy"
+                and r["setting"].get("mode", "aware") == mode]  # fmt: skip
+        if not rows:
+            continue
+        how = (
+            "the question read with the context (query-aware)"
+            if mode == "aware"
+            else "the context compressed alone, the question appended after (query-agnostic)"
+        )
+        lines += [
+            "",
+            f"## Passkey retrieval, {mode}: {how}; {int(PASSKEY_BUDGET * 100)}% budget "
+            f"({PASSKEY_CASES} cases per cell, depths 0.1–0.9; ± standard error)",
+            "",
+            "| implementation | method | " + " | ".join(f"{n} tokens" for n in contexts) + " |",
+            "|---|---|" + "---:|" * len(contexts),
+        ]
+        for impl, method in methods_of(rows, "passkey_accuracy"):
+            cells = []
+            for n in contexts:
+                r = find(rows, "passkey_accuracy", impl, method, context_tokens=n)
+                cells.append(f"{r['value']:.2f} ± {r['spread']:.2f}" if r else "—")
+            lines.append(f"| {impl} | {method} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"## Decode speed and memory ({SPEED_DECODE} decoded tokens after the prompt; median "
@@ -606,24 +646,35 @@ def frees_memory(records, impl, method) -> bool:
     return bool(full and mine and mine["value"] < 0.6 * full["value"])
 
 
-def best(records, metric, impl, pick, context, budget, evicting=False):
+def best(records, metric, impl, pick, context, budget, evicting=False, mode="aware"):
     """The method `pick` (max or min) chooses among `impl`'s compressed ones."""
     rows = [r for r in records if r["metric"] == metric and r["implementation"] == impl
             and r["method"] not in ("full", "none") and r["setting"]["context_tokens"] == context
             and r["setting"]["budget"] == budget
+            and r["setting"].get("mode", "aware") == mode
             and (not evicting or frees_memory(records, impl, r["method"]))]  # fmt: skip
     return pick(rows, key=lambda r: r["value"]) if rows else None
 
 
 def goals(records) -> list[str]:
     lines = ["## Goals", ""]
-    for metric, pick, context, label in (
-        ("passkey_accuracy", max, 1024, "passkey accuracy at 1k tokens (higher is better)"),
-        ("kl_to_full", min, FIDELITY_CONTEXT, "KL to the full cache (lower is better)"),
-    ):
+    cells = [
+        (
+            "passkey_accuracy",
+            max,
+            n,
+            f"{mode} passkey accuracy at {n // 1024}k tokens (higher is better)",
+            mode,
+        )
+        for mode in MODES
+        for n in PASSKEY_METHODS
+    ]
+    cells.append(("kl_to_full", min, FIDELITY_CONTEXT, "KL to the full cache (lower is better)",
+                  "aware"))  # fmt: skip
+    for metric, pick, context, label, mode in cells:
         for evicting in (False, True):
-            ours = best(records, metric, "tokensieve", pick, context, 0.2, evicting)
-            theirs = best(records, metric, "kvpress", pick, context, 0.2, evicting)
+            ours = best(records, metric, "tokensieve", pick, context, 0.2, evicting, mode)
+            theirs = best(records, metric, "kvpress", pick, context, 0.2, evicting, mode)
             if ours and theirs:
                 scope = "methods that free memory" if evicting else "all methods"
                 lines.append(
@@ -666,19 +717,30 @@ def plots(records) -> dict[str, bytes]:
     fig.suptitle(f"KV-cache fidelity vs budget ({EMBEDDED_NAME}, {FIDELITY_CONTEXT}-token prompt)")
     out["kv-fidelity.png"] = png(fig)
 
-    fig, ax = plt.subplots(figsize=(11, 4))
-    methods = methods_of(records, "passkey_accuracy")
-    width = 0.8 / len(PASSKEY_METHODS)
-    for j, n in enumerate(PASSKEY_METHODS):
-        values = [find(records, "passkey_accuracy", i, m, context_tokens=n) for i, m in methods]
-        ax.bar([x + j * width for x in range(len(methods))],
-               [v["value"] if v else 0 for v in values], width, label=f"{n} tokens")  # fmt: skip
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(methods))],
-                  [f"{m}\n({'ts' if i == 'tokensieve' else 'kvpress'})" for i, m in methods],
-                  fontsize=7)  # fmt: skip
-    ax.set_ylabel("passkey accuracy")
-    ax.set_title("Passkey retrieval at a 20% budget (full = no compression)")
-    ax.legend()
+    modes = [
+        m
+        for m in MODES
+        if any(
+            r["metric"] == "passkey_accuracy" and r["setting"].get("mode", "aware") == m
+            for r in records
+        )
+    ]
+    fig, axes = plt.subplots(len(modes), 1, figsize=(11, 4 * len(modes)), squeeze=False)
+    for ax, mode in zip(axes[:, 0], modes, strict=True):
+        methods = methods_of(records, "passkey_accuracy")
+        width = 0.8 / len(PASSKEY_METHODS)
+        for j, n in enumerate(PASSKEY_METHODS):
+            values = [find(records, "passkey_accuracy", i, m, context_tokens=n, mode=mode)
+                      for i, m in methods]  # fmt: skip
+            heights = [v["value"] if v else 0 for v in values]
+            ax.bar([x + j * width for x in range(len(methods))], heights, width,
+                   label=f"{n} tokens")  # fmt: skip
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(methods))],
+                      [f"{m}\n({'ts' if i == 'tokensieve' else 'kvpress'})" for i, m in methods],
+                      fontsize=7)  # fmt: skip
+        ax.set_ylabel("passkey accuracy")
+        ax.set_title(f"Passkey retrieval at a 20% budget, {mode} (full = no compression)")
+        ax.legend()
     out["kv-passkey.png"] = png(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -759,10 +821,11 @@ def main() -> None:
     parser.add_argument("--skip-kvpress", action="store_true", help="ours only")
     parser.add_argument("--speed-cell", nargs=3, metavar=("METHOD", "CONTEXT", "OUT"))
     parser.add_argument("--phases", nargs="+", default=["fidelity", "passkey1k", "speed",
-                        "passkey2k", "passkey4k", "stream", "multiturn"])  # fmt: skip
+                        "passkey2k", "passkey4k", "stream", "multiturn", "agnostic1k",
+                        "agnostic2k", "agnostic4k"])  # fmt: skip
     parser.add_argument("--merge", action="store_true",
                         help="keep the saved results of the phases not run (only phases "
-                        f"{', '.join(PHASE_METRICS)} can be rerun alone)")  # fmt: skip
+                        f"{', '.join(PHASE_ROWS)} can be rerun alone)")  # fmt: skip
     args = parser.parse_args()
     if args.speed_cell:
         method, context, out = args.speed_cell
@@ -779,17 +842,19 @@ def main() -> None:
     steps = {"fidelity": bench.fidelity, "speed": bench.speed,
              "passkey1k": lambda: bench.passkey(1024), "passkey2k": lambda: bench.passkey(2048),
              "passkey4k": lambda: bench.passkey(4096), "stream": bench.stream,
-             "multiturn": bench.multiturn}  # fmt: skip
+             "multiturn": bench.multiturn,
+             **{f"agnostic{n // 1024}k": (lambda n=n: bench.passkey(n, "agnostic"))
+                for n in AGNOSTIC_METHODS}}  # fmt: skip
     kept = []
     if args.merge:  # the other phases' rows and environment stay as their run saved them
-        if not set(args.phases) <= set(PHASE_METRICS):
-            raise SystemExit(f"--merge reruns only {', '.join(PHASE_METRICS)}")
-        rerun = set().union(*(PHASE_METRICS[p] for p in args.phases))
+        if not set(args.phases) <= set(PHASE_ROWS):
+            raise SystemExit(f"--merge reruns only {', '.join(PHASE_ROWS)}")
         saved = json.loads((RESULTS / "kv.json").read_text())
         environment = next(r for r in saved if r["metric"] == "environment")
         later = environment_record("kv", ["tokensieve"])["setting"]
         environment["setting"]["rerun_later"] = {"phases": args.phases, **later}
-        kept = [r for r in saved if r["metric"] not in rerun | {"environment"}]
+        kept = [r for r in saved if r["metric"] != "environment"
+                and not any(PHASE_ROWS[p](r) for p in args.phases)]  # fmt: skip
     else:
         environment = environment_record("kv", ["tokensieve"])
         environment["setting"].update(kvpress_versions())

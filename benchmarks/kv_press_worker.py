@@ -8,7 +8,10 @@ compression ratio and one kind of measurement:
   at a time (teacher-forced); the logits are saved to ``logits_out`` (torch .pt) and
   compared with our full-cache logits by the caller;
 - ``passkey``: per case, prefill the prompt under the press and decode greedily;
-  the generated token ids come back;
+  the generated token ids come back. With ``splits`` (query-agnostic), only
+  ``case[:split]`` (the context) is prefilled under the press; the question
+  ``case[split:]`` is read afterwards on the compressed cache, without the press, as
+  kvpress's pipeline reads a question after compressing its context;
 - ``speed``: prefill ``context`` tokens, then time greedy-free decoding (the next
   real tokens fed one by one) and measure the decode phase's peak RSS.
 
@@ -89,17 +92,24 @@ def rss_mb(field: str) -> float:
 
 
 @torch.no_grad()
-def run(model, press, ids: list[int], context: int, steps: int, greedy: bool, timer=None):
+def run(model, press, ids: list[int], context: int, steps: int, greedy: bool, timer=None,
+        question: list[int] | None = None):  # fmt: skip
     """Prefill ``ids[:context]`` under `press`, then `steps` decode steps.
 
     Teacher-forced (the next ids) unless `greedy`. Returns (logits rows, generated ids,
     cache); `timer(cache)` is called between prefill and decoding and `timer(None)`
-    after each decode step.
+    after each decode step. A `question` is read after the prefill, without the press,
+    at the positions that follow the context.
     """
     cache = DynamicCache()
     prompt = torch.tensor([ids[:context]])
     with press(model) if press is not None else nullcontext():
         out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
+    if question:
+        positions = torch.arange(context, context + len(question))[None]
+        out = model(input_ids=torch.tensor([question]), past_key_values=cache,
+                    position_ids=positions, use_cache=True)  # fmt: skip
+        context += len(question)
     rows, generated = [out.logits[0, -1].float()], []
     if timer is not None:
         timer(cache)
@@ -135,9 +145,11 @@ def main() -> None:
         result["kv_bytes"] = kv_bytes(cache)
     elif kind == "passkey":
         answers = []
-        for case in job["cases"]:
-            press = make_press(job["press"], ratio, len(case))
-            _, generated, _ = run(model, press, case, len(case), job["new_tokens"], greedy=True)
+        splits = job.get("splits") or [len(case) for case in job["cases"]]
+        for case, split in zip(job["cases"], splits, strict=True):
+            press = make_press(job["press"], ratio, split)
+            _, generated, _ = run(model, press, case, split, job["new_tokens"], greedy=True,
+                                  question=case[split:])  # fmt: skip
             answers.append(generated)
         result["answers"] = answers
     elif kind == "speed":

@@ -238,7 +238,7 @@ class CompressedCache(Cache):
         if self.budget is None or not self.layers[0].is_initialized:
             return
         new = input_ids.shape[1]
-        room = self.budget - new - (self.policy.reserve if new > 1 else 0)
+        room = self.budget - new - (getattr(self.policy, "reserve", 0) if new > 1 else 0)
         room = max(room, self.policy.sink, 0)
         for index, layer in enumerate(self.layers):
             if new > 1:
@@ -268,11 +268,12 @@ def read_in_chunks(model, cache, ids: list[int]) -> None:
     authors run it): the budget is a share of the whole prompt, the chunk leaves room for
     the answer, so the cache never holds more than the budget."""
     budget = cache.fix_budget(len(ids) + 1)
-    chunk = (budget - cache.policy.reserve - cache.policy.sink) // 2
+    reserve = getattr(cache.policy, "reserve", 0)
+    chunk = (budget - reserve - cache.policy.sink) // 2
     if chunk < 1:
         raise UserError(
             f"a budget of {budget} tokens leaves no room to read the prompt beside "
-            f"{cache.policy.reserve} new tokens and {cache.policy.sink} sinks; raise --budget "
+            f"{reserve} new tokens and {cache.policy.sink} sinks; raise --budget "
             "or lower --max-new-tokens"
         )
     for start in range(0, len(ids), chunk):
