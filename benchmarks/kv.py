@@ -96,8 +96,11 @@ PASSKEY_METHODS = {  # context → (ours, presses); "full" is the ceiling
            ["streaming_llm", "snapkv", "tova", "expected_attention"]),
     4096: (["full", "streaming", "snapkv"], ["streaming_llm", "snapkv"]),
 }  # fmt: skip
-AGNOSTIC_METHODS = {  # query-agnostic: every policy and press at each context (issue 16)
-    n: (["full", *OURS], PRESSES[:-1]) for n in (1024, 2048, 4096)
+AGNOSTIC_METHODS = {  # query-agnostic: every policy and press at each context (issue 16),
+    # and StreamingLLM re-rotated to ranks on both sides (ours: pos_shift; kvpress:
+    # KeyRerotationPress(StreamingLLMPress))
+    n: (["full", *OURS, "streaming_rerotated"], [*PRESSES[:-1], "streaming_llm_rerotated"])
+    for n in (1024, 2048, 4096)
 }
 MODES = ("aware", "agnostic")
 SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
@@ -137,6 +140,8 @@ def pages(pattern: str) -> str:
 def policy_for(name: str, budget: float, reserve: int | None = None):
     if name == "full":
         return make_policy("full")
+    if name == "streaming_rerotated":  # the same policy; the cache re-rotates (pos_shift)
+        return make_policy("streaming", budget=budget)
     if name == "sirllm" and reserve is not None:  # room for the answer, made before the question
         return make_policy(name, budget=budget, reserve=reserve)
     return make_policy(name, budget=budget)
@@ -359,8 +364,14 @@ class Bench:
                     policy = lambda: policy_for(method, budget, reserve)  # noqa: E731 (per case)
                     answers = [
                         answer_digits(
-                            self.model, self.tokenizer, c, policy(), PASSKEY_NEW, mode=mode
-                        )  # fmt: skip
+                            self.model,
+                            self.tokenizer,
+                            c,
+                            policy(),
+                            PASSKEY_NEW,
+                            mode=mode,
+                            pos_shift=method.endswith("_rerotated"),
+                        )
                         for c in cases
                     ]
                 else:

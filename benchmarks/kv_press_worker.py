@@ -16,7 +16,8 @@ compression ratio and one kind of measurement:
   real tokens fed one by one) and measure the decode phase's peak RSS.
 
 Decoding continues with the original positions (``position_ids`` counted from the
-uncompressed length), as kvpress's pipeline does. Only torch, transformers and
+uncompressed length), as kvpress's pipeline does, except after ``KeyRerotationPress``,
+where its pipeline goes on from the compressed cache's length. Only torch, transformers and
 kvpress are imported here.
 """
 
@@ -31,6 +32,7 @@ import torch
 from kvpress import (
     DecodingPress,
     ExpectedAttentionPress,
+    KeyRerotationPress,
     KVzipPress,
     ObservedAttentionPress,
     PrefillDecodingPress,
@@ -57,6 +59,8 @@ def make_press(name: str, ratio: float, context: int):
         return None
     if name in simple:
         return simple[name](compression_ratio=ratio)
+    if name == "streaming_llm_rerotated":  # kept keys re-rotated to their ranks
+        return KeyRerotationPress(press=StreamingLLMPress(compression_ratio=ratio))
     if name == "decoding":  # prompt by SnapKV, then back to the budget every 16 steps
         target = max(1, int(context * (1 - ratio)))
         return PrefillDecodingPress(
@@ -105,6 +109,8 @@ def run(model, press, ids: list[int], context: int, steps: int, greedy: bool, ti
     prompt = torch.tensor([ids[:context]])
     with press(model) if press is not None else nullcontext():
         out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
+    if isinstance(press, KeyRerotationPress):  # positions go on from the cache's length,
+        context = cache.get_seq_length()  # as kvpress's pipeline does for this press
     if question:
         positions = torch.arange(context, context + len(question))[None]
         out = model(input_ids=torch.tensor([question]), past_key_values=cache,

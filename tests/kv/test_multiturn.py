@@ -17,6 +17,15 @@ from tokensieve.kv.multiturn import make_conversation, run_conversation, turn_ac
 TEXT = inspect.getsource(textwrap)
 
 
+@pytest.fixture(scope="module")
+def long_tiny():
+    """A tiny model with room for a whole conversation (the shared one reads 256 tokens)."""
+    from tokensieve.models import tiny_model
+
+    model, tokenizer = tiny_model(max_positions=1024, seed=5)
+    return model.double(), tokenizer
+
+
 def test_conversations_alternate_facts_and_questions(tiny):
     _, tokenizer = tiny
     conversation = make_conversation(tokenizer, TEXT, turns=6, turn_tokens=80, seed=3)
@@ -32,11 +41,10 @@ def test_conversations_alternate_facts_and_questions(tiny):
         assert all(turn.key not in other.text for j, other in enumerate(conversation) if j != i - 1)
 
 
-def test_the_harness_answers_as_greedy_decoding_of_the_whole_conversation(tiny):
+def test_the_harness_answers_as_greedy_decoding_of_the_whole_conversation(long_tiny):
     """With the full cache, each asking turn's tokens equal argmax decoding by plain
     forwards over every earlier turn's input and answer, recomputed from scratch."""
-    model, tokenizer = tiny
-    model = model.double()
+    model, tokenizer = long_tiny
     conversation = make_conversation(tokenizer, TEXT, turns=4, turn_tokens=40, seed=1)
     answers = run_conversation(model, tokenizer, conversation, None, new_tokens=4).answers
     history: list[int] = []
@@ -53,7 +61,6 @@ def test_the_harness_answers_as_greedy_decoding_of_the_whole_conversation(tiny):
             expected.append(int(logits.argmax()))
             history.append(expected[-1])
         assert produced == expected
-    model.float()
 
 
 def test_bad_conversations_are_refused(tiny):
@@ -76,10 +83,10 @@ def test_the_full_cache_finds_a_known_answer_a_tiny_window_loses(embedded):
     assert all(run.peak_kept <= 48 + 200 for run in runs)  # an input enters, then evicts
 
 
-def test_sirllm_stays_within_its_budget_through_a_conversation(tiny):
+def test_sirllm_stays_within_its_budget_through_a_conversation(long_tiny):
     """SirLLM as its authors run it makes room before each turn: no forward leaves more
     than the budget in the cache once the first turn has been read."""
-    model, tokenizer = tiny
+    model, tokenizer = long_tiny
     conversation = make_conversation(tokenizer, TEXT, turns=6, turn_tokens=40, seed=2)
     policy = make_policy("sirllm", budget=160, reserve=8)
     run = run_conversation(model, tokenizer, conversation, policy)
@@ -88,3 +95,10 @@ def test_sirllm_stays_within_its_budget_through_a_conversation(tiny):
     after = run_conversation(model, tokenizer, conversation,
                              make_policy("sirllm", budget=160, timing="after input"))  # fmt: skip
     assert after.peak_kept > 160  # reading an input, then evicting, passes the budget
+
+
+def test_a_conversation_longer_than_the_window_is_refused(tiny):
+    model, tokenizer = tiny  # reads 256 positions
+    conversation = make_conversation(tokenizer, TEXT, turns=6, turn_tokens=60, seed=0)
+    with pytest.raises(UserError, match="reads at most 256"):
+        run_conversation(model, tokenizer, conversation, None)

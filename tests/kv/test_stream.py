@@ -198,3 +198,25 @@ def test_a_bfloat16_stream_follows_the_models_device(device):
     reference = stream_perplexity(model.float(), ids, policy, chunk=CHUNK, window=50)
     assert result.kept == BUDGET and result.max_position < BUDGET + CHUNK
     assert result.perplexity == pytest.approx(reference.perplexity, rel=0.05)
+
+
+@pytest.mark.parametrize("mode", ["aware", "agnostic"])
+def test_the_rerotated_passkey_loop_answers_as_generate_when_nothing_is_evicted(tiny, mode):
+    """With every token kept, ranks are text positions: the written-out greedy loop of the
+    re-rotated passkey path must produce exactly `model.generate`'s tokens."""
+    import inspect
+    import textwrap
+
+    from tokensieve.kv.passkey import _rerotated_answer, make_passkey_case
+
+    model, tokenizer = tiny
+    case = make_passkey_case(tokenizer, inspect.getsource(textwrap), 120, 0.5, seed=0)
+    ids = torch.tensor([case.ids])
+    with torch.no_grad():
+        reference = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                   do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    expected = reference[0, len(case.ids) :].tolist()
+    assert _rerotated_answer(model, case, None, 8, mode) == expected
+    keep_all = StreamingPolicy(budget=len(case.ids) + 8, sink=SINK)
+    assert _rerotated_answer(model, case, keep_all, 8, mode) == expected

@@ -25,6 +25,7 @@ from tokensieve.errors import UserError
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
+from tokensieve.lm import check_context
 from tokensieve.models import with_cache
 
 THINGS = ["red archive", "blue ledger", "green vault", "silver drawer", "amber folder",
@@ -100,8 +101,9 @@ def run_conversation(
     """The tokens the model answers at each turn, one cache across the turns; each turn's
     input is one forward, the answer greedy and kept in the cache."""
     inputs = turn_ids(tokenizer, conversation)
+    total = sum(map(len, inputs)) + new_tokens * len(inputs)  # room for an answer a turn
+    check_context(model, total, "use shorter or fewer turns")
     if policy is not None and isinstance(policy.budget, float):
-        total = sum(map(len, inputs)) + new_tokens * len(inputs)
         policy = dataclasses.replace(policy, budget=max(1, int(policy.budget * total)))
     cache = CompressedCache(model.config, policy or FullPolicy())
     answers: list[list[int] | None] = []

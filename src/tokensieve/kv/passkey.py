@@ -81,6 +81,7 @@ def answer_digits(
     policy: KVPolicy | None,
     new_tokens: int = 8,
     mode: str = "aware",
+    pos_shift: bool = False,
 ) -> str:
     """Greedy continuation of the case's prompt under `policy`; the digits it contains.
 
@@ -88,10 +89,14 @@ def answer_digits(
     once, so a policy may see what will be asked. ``"agnostic"``: the context is read
     and compressed alone (the budget is a share of it), then the question and the answer
     start are appended to the compressed cache, as when a compressed context is reused
-    (kvpress's pipeline)."""
+    (kvpress's pipeline). `pos_shift`: kept keys at their rank in the cache, the question
+    and answer at the cache's length (`tokensieve.kv.rotation`; kvpress's pipeline does the
+    same for its `KeyRerotationPress`)."""
     if mode not in MODES:
         raise UserError(f"unknown passkey mode {mode!r}; choose one of {', '.join(MODES)}")
     check_context(model, len(case.ids) + new_tokens)
+    if pos_shift:
+        return _digits(tokenizer, _rerotated_answer(model, case, policy, new_tokens, mode), case)
     cache = CompressedCache(model.config, policy or FullPolicy())
     ids = torch.tensor([case.ids], device=model.device)
     with compression(model, cache):
@@ -104,14 +109,52 @@ def answer_digits(
             max_new_tokens=new_tokens,
             do_sample=False,
         )
-    text = tokenizer.decode(output[0, len(case.ids) :], skip_special_tokens=True)
+    return _digits(tokenizer, output[0, len(case.ids) :].tolist(), case)
+
+
+def _digits(tokenizer, tokens: list[int], case: PasskeyCase) -> str:
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
     return re.sub(r"\D", "", text)[: len(case.key)]
 
 
+def _rerotated_answer(model, case: PasskeyCase, policy, new_tokens: int, mode: str) -> list[int]:
+    """Greedy answer with a rank-positioned cache. `model.generate` cannot drive one (it
+    counts the tokens it has fed by the cache's length, which is the kept count here), so
+    the loop is written out: read the prompt (context, then question when agnostic), then
+    argmax one token at a time, stopping at an end token as `generate` does."""
+    from tokensieve.kv.rotation import rope_frequencies
+
+    cache = CompressedCache(model.config, policy or FullPolicy(), pos_shift=rope_frequencies(model))
+    ends = model.generation_config.eos_token_id
+    ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
+    split = case.split if mode == "agnostic" else len(case.ids)
+    pieces = [case.ids[:split], case.ids[split:]]
+    produced: list[int] = []
+    with torch.no_grad(), compression(model, cache):
+        for piece in pieces:
+            if piece:
+                out = model(input_ids=torch.tensor([piece], device=model.device),
+                            **with_cache(cache), use_cache=True)  # fmt: skip
+        while len(produced) < new_tokens:
+            token = int(out.logits[0, -1].argmax())
+            produced.append(token)
+            if token in ends or len(produced) == new_tokens:
+                break
+            out = model(input_ids=torch.tensor([[token]], device=model.device),
+                        **with_cache(cache), use_cache=True)  # fmt: skip
+    return produced
+
+
 def passkey_accuracy(
-    model, tokenizer, cases: list[PasskeyCase], policy: KVPolicy | None, mode: str = "aware"
+    model,
+    tokenizer,
+    cases: list[PasskeyCase],
+    policy: KVPolicy | None,
+    mode: str = "aware",
+    pos_shift: bool = False,
 ):
     """Share of `cases` whose greedy digits equal the key, and the per-case answers."""
-    answers = [answer_digits(model, tokenizer, case, policy, mode=mode) for case in cases]
+    answers = [answer_digits(model, tokenizer, case, policy, mode=mode, pos_shift=pos_shift)
+               for case in cases]  # fmt: skip
     correct = [answer == case.key for answer, case in zip(answers, cases, strict=True)]
     return sum(correct) / max(len(cases), 1), answers
