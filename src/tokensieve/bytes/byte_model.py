@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokensieve.bytes.canonical import PrefixCanonical
+from tokensieve.bytes.canonical import WHITESPACE, PrefixCanonical
 from tokensieve.bytes.token_model import TokenModel
 from tokensieve.bytes.vocabulary import ByteVocabulary
 from tokensieve.errors import UserError
@@ -289,9 +289,6 @@ class ByteState:
             kept = [(w, h) for w, h in kept if w >= best + log_prune]
         self.hypotheses = [h for _, h in kept]
         self._expansion = None  # of the hypotheses before pruning, if asked for already
-
-
-WHITESPACE = frozenset(b" \t\n\r")
 
 
 def last_word_boundary(data: bytes) -> int:

@@ -127,7 +127,8 @@ def cmd_eval(args) -> int:
 def cmd_stream(args) -> int:
     import torch
 
-    from tokensieve.kv.stream import check_stream, context_window, stream_perplexity
+    from tokensieve.kv.stream import check_stream, stream_perplexity
+    from tokensieve.lm import context_length
     from tokensieve.models import cache_root, load_model
     from tokensieve.outputs import check_output, json_text, write_directory
 
@@ -145,7 +146,7 @@ def cmd_stream(args) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.max_tokens]
     result = stream_perplexity(model, torch.tensor(ids), policy, args.pos_shift, args.chunk,
                                args.window, progress=not args.quiet)  # fmt: skip
-    window = context_window(model)
+    window = context_length(model)
     figures = {**result.__dict__, "tokens": len(ids), "context_window": window}
     if args.json:
         print(json_text(figures))

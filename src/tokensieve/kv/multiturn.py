@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 from dataclasses import dataclass
 
 import torch
 
 from tokensieve.errors import UserError
 from tokensieve.kv.cache import CompressedCache, compression
+from tokensieve.kv.passkey import key_digits
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
 from tokensieve.lm import check_context
@@ -81,10 +81,6 @@ def turn_ids(tokenizer, conversation: list[Turn]) -> list[list[int]]:
         tokenizer(("" if i == 0 else "\n") + turn.text, add_special_tokens=False)["input_ids"]
         for i, turn in enumerate(conversation)
     ]
-
-
-def answer_digits(tokenizer, produced: list[int], key: str) -> str:
-    return re.sub(r"\D", "", tokenizer.decode(produced, skip_special_tokens=True))[: len(key)]
 
 
 @dataclass
@@ -152,6 +148,6 @@ def turn_accuracy(
         for i, (turn, produced) in enumerate(zip(conversation, run.answers, strict=True)):
             if turn.key is not None:
                 right.setdefault(i, []).append(
-                    answer_digits(tokenizer, produced, turn.key) == turn.key
+                    key_digits(tokenizer, produced, turn.key) == turn.key
                 )
     return {i: sum(v) / len(v) for i, v in right.items()}

@@ -96,7 +96,8 @@ def answer_digits(
         raise UserError(f"unknown passkey mode {mode!r}; choose one of {', '.join(MODES)}")
     check_context(model, len(case.ids) + new_tokens)
     if pos_shift:
-        return _digits(tokenizer, _rerotated_answer(model, case, policy, new_tokens, mode), case)
+        produced = _rerotated_answer(model, case, policy, new_tokens, mode)
+        return key_digits(tokenizer, produced, case.key)
     cache = CompressedCache(model.config, policy or FullPolicy())
     ids = torch.tensor([case.ids], device=model.device)
     with compression(model, cache):
@@ -109,12 +110,13 @@ def answer_digits(
             max_new_tokens=new_tokens,
             do_sample=False,
         )
-    return _digits(tokenizer, output[0, len(case.ids) :].tolist(), case)
+    return key_digits(tokenizer, output[0, len(case.ids) :].tolist(), case.key)
 
 
-def _digits(tokenizer, tokens: list[int], case: PasskeyCase) -> str:
+def key_digits(tokenizer, tokens: list[int], key: str) -> str:
+    """The digits of an answer, as many as the key has: what is compared with the key."""
     text = tokenizer.decode(tokens, skip_special_tokens=True)
-    return re.sub(r"\D", "", text)[: len(case.key)]
+    return re.sub(r"\D", "", text)[: len(key)]
 
 
 def _rerotated_answer(model, case: PasskeyCase, policy, new_tokens: int, mode: str) -> list[int]:

@@ -27,6 +27,7 @@ from tokensieve.errors import UserError
 from tokensieve.kv.cache import CompressedCache, compression
 from tokensieve.kv.policy import KVPolicy
 from tokensieve.kv.rotation import rope_frequencies
+from tokensieve.lm import context_length
 from tokensieve.models import with_cache
 
 
@@ -43,11 +44,11 @@ class StreamResult:
     max_position: int = 0  # the largest position a query was given
 
 
-def context_window(model) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)
-
-
-def check_stream(model, policy: KVPolicy, pos_shift: bool, chunk: int, window: int) -> None:
+def check_stream(
+    model, policy: KVPolicy, pos_shift: bool, chunk: int, window: int
+) -> torch.Tensor | None:
+    """Refuse what cannot stream; the RoPE frequencies re-rotation will use (None
+    without it)."""
     if chunk < 1 or window < 1:
         raise UserError(f"chunk and window must be at least 1, got {chunk} and {window}")
     if policy.compresses not in ("every step", "per input", "before input"):
@@ -59,14 +60,19 @@ def check_stream(model, policy: KVPolicy, pos_shift: bool, chunk: int, window: i
         raise UserError(
             f"a stream needs its budget as a token count (e.g. 1024), got {policy.budget}"
         )
-    limit = context_window(model)
+    limit = context_length(model)
     if not pos_shift and limit is not None and policy.budget + chunk > limit:
         raise UserError(
             f"a budget of {policy.budget} tokens (+ a chunk of {chunk}) exceeds the model's "
             f"window of {limit} positions without re-rotation; lower --budget or use --pos-shift"
         )
-    if pos_shift:
-        rope_frequencies(model)  # refuses models without whole-head RoPE
+    return rope_frequencies(model) if pos_shift else None  # refuses models without RoPE
+
+
+def _losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log p(target) per row, on the CPU."""
+    logs = torch.log_softmax(logits, dim=-1)
+    return -logs.gather(1, targets[:, None])[:, 0].cpu()
 
 
 @torch.no_grad()
@@ -81,11 +87,10 @@ def stream_perplexity(
 ) -> StreamResult:
     """Perplexity of `ids` (``[n]``) read through a cache `policy` bounds, per window of
     `window` predicted tokens. With `pos_shift`, kept keys sit at their rank in the cache."""
-    check_stream(model, policy, pos_shift, chunk, window)
+    frequencies = check_stream(model, policy, pos_shift, chunk, window)
     if len(ids) < 2:
         raise UserError("the text has fewer than 2 tokens")
     ids = ids.to(model.device)
-    frequencies = rope_frequencies(model) if pos_shift else None
     cache = CompressedCache(model.config, policy, pos_shift=frequencies)
     result = StreamResult(policy.name, pos_shift, int(policy.budget), chunk)
     losses: list[torch.Tensor] = []
@@ -102,8 +107,7 @@ def stream_perplexity(
                 targets = piece
             else:
                 targets = piece[1:]
-            logs = torch.log_softmax(logits[: len(targets)], dim=-1)
-            losses.append(-logs.gather(1, targets[:, None])[:, 0].cpu())
+            losses.append(_losses(logits[: len(targets)], targets))
             previous = out.logits[0, -1].float()
     nll = torch.cat(losses).double()
     for i in range(0, len(nll), window):  # whole windows (a short text: one short one)
@@ -129,9 +133,7 @@ def window_perplexity(model, ids: torch.Tensor, window: int, segment: int) -> li
         hidden = model.model(input_ids=piece[None]).last_hidden_state[0]
         for lo in range(0, len(piece) - 1, 512):  # the logits a slice at a time
             logits = model.lm_head(hidden[lo : min(lo + 512, len(piece) - 1)]).float()
-            targets = piece[lo + 1 : lo + 1 + len(logits)]
-            logs = torch.log_softmax(logits, dim=-1)
-            nll.append(-logs.gather(1, targets[:, None])[:, 0].cpu())
+            nll.append(_losses(logits, piece[lo + 1 : lo + 1 + len(logits)]))
     losses = torch.cat(nll).double()
     return [
         math.exp(losses[i : i + window].mean().item())
