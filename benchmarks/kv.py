@@ -123,8 +123,19 @@ def _agnostic(context: int):
                       and r["setting"]["context_tokens"] == context)  # fmt: skip
 
 
+FIDELITY_METRICS = ("perplexity", "kl_to_full", "top1_agreement", "kv_bytes")
+
+
+def _sirllm_aware(r) -> bool:  # SirLLM's query-aware rows, rerun after its timing changed
+    return (r["method"] == "sirllm" and r["implementation"] == "tokensieve"
+            and ((r["metric"] in FIDELITY_METRICS and "pages" in r["setting"])
+                 or (r["metric"] == "passkey_accuracy"
+                     and r["setting"].get("mode", "aware") == "aware")))  # fmt: skip
+
+
 PHASE_ROWS = {  # phases --merge can rerun alone, and the rows each one writes
     "stream": lambda r: r["metric"] == "stream_perplexity",
+    "sirllm": _sirllm_aware,
     "multiturn": lambda r: r["metric"] in ("multiturn_accuracy", "multiturn_peak_kept"),
     **{f"agnostic{n // 1024}k": _agnostic(n) for n in AGNOSTIC_METHODS},
 }
@@ -275,7 +286,7 @@ class Bench:
             self.cell(f"multiturn/{method}/{MULTITURN_CASES}{reserve}", compute)
 
     # 1. fidelity -------------------------------------------------------------------
-    def fidelity(self) -> None:
+    def fidelity(self, only: list[str] | None = None) -> None:
         segments = []
         for page in FIDELITY_PAGES:
             ids = self.tokenizer((DOCS / page).read_text(), add_special_tokens=False)["input_ids"]
@@ -287,6 +298,8 @@ class Bench:
         cells += [("kvpress", p, b) for p in PRESSES for b in BUDGETS]
         if self.args.skip_kvpress:
             cells = [c for c in cells if c[0] == "tokensieve"]
+        if only is not None:
+            cells = [c for c in cells if c[0] == "tokensieve" and c[1] in only]
         for impl, method, budget in tqdm(cells, desc="fidelity"):
 
             def compute(impl=impl, method=method, budget=budget):
@@ -325,6 +338,8 @@ class Bench:
                 ]  # fmt: skip
 
             self.cell(f"fidelity/{impl}/{method}/{budget}", compute)
+        if only is not None:
+            return
         full = self.setting(1.0, FIDELITY_CONTEXT, decoded=sum(len(t) for t in targets))
         ppl, _, _ = compare(torch.cat(references), torch.cat(references), torch.cat(targets))
         self.records.append(record("kv", "full", "tokensieve", full, "perplexity", ppl, "", 1))
@@ -343,7 +358,7 @@ class Bench:
                 "ratio": round(1 - budget, 6), **extra}  # fmt: skip
 
     # 2. passkey --------------------------------------------------------------------
-    def passkey(self, context: int, mode: str = "aware") -> None:
+    def passkey(self, context: int, mode: str = "aware", only: list[str] | None = None) -> None:
         haystack = pages("tutorial/*.rst.txt")
         cases = [
             make_passkey_case(self.tokenizer, haystack, context, DEPTHS[i % len(DEPTHS)], i)
@@ -354,6 +369,8 @@ class Bench:
         cells = [("tokensieve", m) for m in ours]
         if not self.args.skip_kvpress:
             cells += [("kvpress", p) for p in presses]
+        if only is not None:
+            cells = [c for c in cells if c[0] == "tokensieve" and c[1] in only]
         for impl, method in tqdm(cells, desc=f"passkey {context}"):
 
             def compute(impl=impl, method=method):
@@ -479,10 +496,17 @@ def find(records, metric, impl, method, **setting):
     return None
 
 
+ORDER = ["full", "none", *OURS, "streaming_rerotated", "sirllm_after_input", *PRESSES,
+         "streaming_llm_rerotated"]  # fmt: skip
+
+
 def methods_of(records, metric):
-    return list(dict.fromkeys(
-        (r["implementation"], r["method"]) for r in records if r["metric"] == metric
-    ))  # fmt: skip
+    """(implementation, method) pairs with rows of `metric`, tokensieve first, in the
+    order above (rows rerun with --merge come last in the JSON, not in the tables)."""
+    pairs = dict.fromkeys((r["implementation"], r["method"]) for r in records
+                          if r["metric"] == metric)  # fmt: skip
+    rank = {m: i for i, m in reversed(list(enumerate(ORDER)))}
+    return sorted(pairs, key=lambda p: (p[0] != "tokensieve", rank.get(p[1], len(ORDER))))
 
 
 def table(records) -> str:
@@ -854,6 +878,8 @@ def main() -> None:
              "passkey1k": lambda: bench.passkey(1024), "passkey2k": lambda: bench.passkey(2048),
              "passkey4k": lambda: bench.passkey(4096), "stream": bench.stream,
              "multiturn": bench.multiturn,
+             "sirllm": lambda: (bench.fidelity(only=["sirllm"]),
+                                bench.passkey(1024, only=["sirllm"])),
              **{f"agnostic{n // 1024}k": (lambda n=n: bench.passkey(n, "agnostic"))
                 for n in AGNOSTIC_METHODS}}  # fmt: skip
     kept = []
@@ -863,7 +889,9 @@ def main() -> None:
         saved = json.loads((RESULTS / "kv.json").read_text())
         environment = next(r for r in saved if r["metric"] == "environment")
         later = environment_record("kv", ["tokensieve"])["setting"]
-        environment["setting"]["rerun_later"] = {"phases": args.phases, **later}
+        earlier = environment["setting"].get("rerun_later", {}).get("phases", [])
+        phases = [*[p for p in earlier if p not in args.phases], *args.phases]
+        environment["setting"]["rerun_later"] = {"phases": phases, **later}
         kept = [r for r in saved if r["metric"] != "environment"
                 and not any(PHASE_ROWS[p](r) for p in args.phases)]  # fmt: skip
     else:

@@ -34,6 +34,29 @@ def add_common(parser: argparse.ArgumentParser, *names: str) -> None:
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     if "quiet" in names:
         parser.add_argument("--quiet", action="store_true", help="no progress bars or logs")
+    if "device" in names:
+        parser.add_argument(
+            "--device", default="cpu", help="where the model runs: cpu (default), cuda, mps"
+        )
+
+
+def checked_device(name: str):
+    """The torch device `name` names, or a one-line error when this machine has none."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device: '{name}' is not a device (cpu, cuda, cuda:1, mps)") from None
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}.get(device.type)
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device: the cache follows cpu, cuda or mps models, not {name}")
+    if backend is not None and not backend.is_available():
+        raise UserError(f"--device {name}: no {device.type} device is available here")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise UserError(f"--device {name}: this machine has {count} CUDA device(s)")
+    return device
 
 
 def read_text_file(name: str) -> str:

@@ -20,7 +20,6 @@ from tokensieve.kv import (
     SnapKVPolicy,
     StreamingPolicy,
     TidalDecodePolicy,
-    TokenSelectPolicy,
     TOVAPolicy,
     compression,
     make_policy,
@@ -343,28 +342,6 @@ def record_selections(policy):
 
     object.__setattr__(policy, "select", select)
     return calls
-
-
-def test_tokenselect_soft_vote_reference(setup):
-    model, ids = setup
-    policy = TokenSelectPolicy(budget=20, sink=2, recent=4)
-    calls = record_selections(policy)
-    compressed_run(model, ids, policy, steps=2)
-    assert calls
-    for _, query, key, keep, _ in calls:
-        keys, heads, kv = key.shape[2], query.shape[1], key.shape[1]
-        votes = [0.0] * keys
-        for h in range(heads):
-            g = h // (heads // kv)
-            raw = [float(query[0, h, 0] @ key[0, g, i]) for i in range(2, keys - 4)]
-            top = max(raw)
-            total = sum(math.exp(v - top) for v in raw)
-            for j, v in enumerate(raw):
-                votes[2 + j] += math.exp(v - top) / total
-        ranked = sorted(range(2, keys - 4), key=lambda i: -votes[i])[:14]
-        expected = sorted(set(range(2)) | set(range(keys - 4, keys)) | set(ranked))
-        for h in range(heads):
-            assert torch.nonzero(keep[0, h, 0]).flatten().tolist() == expected
 
 
 def test_tidaldecode_selects_in_one_layer_and_reuses_in_the_next():

@@ -47,6 +47,35 @@ def test_kv_generate_with_sirllm_stays_within_its_budget(cli, tiny_dir, tmp_path
     assert kept <= budget < seen
 
 
+def test_kv_generate_tokenselect_sparse_prefill_and_selection_cache(cli, tiny_dir, tmp_path):
+    import re
+
+    context = tmp_path / "context.txt"
+    context.write_text("the quick brown fox jumps over the lazy dog. " * 4)
+    code, _, err = cli("kv", "generate", "--policy", "tokenselect", "--budget", "0.3", "--file",
+                       context, "--prompt", "What jumps?", "--max-new-tokens", "6",
+                       "--prefill", "sparse", "--reuse-threshold", "0.0", "--model", tiny_dir,
+                       "--device", "cpu", "--quiet")  # fmt: skip
+    assert code == 0, err
+    computed, reused = map(
+        int, re.search(r"selections: (\d+) computed, (\d+) reused", err).groups()
+    )
+    assert computed > 0 and computed + reused > 0
+
+
+def test_a_model_spread_over_devices_is_refused(tiny):
+    from copy import deepcopy
+
+    from tokensieve import UserError
+    from tokensieve.kv import CompressedCache, compression, make_policy
+
+    model = deepcopy(tiny[0])
+    model.lm_head.to("meta")  # as if part of it had been offloaded
+    cache = CompressedCache(model.config, make_policy("h2o", budget=0.5))
+    with pytest.raises(UserError, match="spread over"), compression(model, cache):
+        pass
+
+
 def test_parse_budget():
     assert parse_budget("0.2") == 0.2 and isinstance(parse_budget("0.2"), float)
     assert parse_budget("512") == 512 and isinstance(parse_budget("512"), int)
@@ -63,6 +92,18 @@ def test_parse_budget():
         (["--budget", "8", "--sink", "4", "--recent", "8"], "exceed the budget"),
         (["--policy", "nope"], "invalid choice"),
         (["--max-new-tokens", "0"], "at least 1"),
+        (["--policy", "tokenselect", "--reuse-threshold", "1.5"], "must be in [0, 1]"),
+        (["--policy", "tokenselect", "--reuse-threshold", "-0.1"], "must be in [0, 1]"),
+        (["--policy", "h2o", "--prefill", "sparse"], "--prefill is TokenSelect's"),
+        (["--policy", "tidaldecode", "--reuse-threshold", "0.9"], "TokenSelect's"),
+        (["--device", "banana"], "is not a device"),
+        pytest.param(
+            ["--device", "cuda"],
+            "no cuda device is available",
+            marks=pytest.mark.skipif(
+                __import__("torch").cuda.is_available(), reason="this machine has CUDA"
+            ),
+        ),  # fmt: skip
     ],
 )
 def test_bad_input(cli, tiny_dir, argv, message):
@@ -132,6 +173,8 @@ def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
         (["--multiturn-cases", "1", "--multiturn-turns", "1"], "at least 2 turns"),
         (["--passkey-mode", "sideways"], "invalid choice"),
         (["--policies", "magic"], "invalid choice"),
+        (["--policies", "h2o", "--prefill", "sparse"], "add tokenselect"),
+        (["--policies", "tokenselect", "--reuse-threshold", "2"], "must be in [0, 1]"),
     ],
 )
 def test_kv_eval_bad_input(cli, tiny_dir, argv, message):

@@ -34,7 +34,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from tokensieve.errors import UserError
 from tokensieve.kv.attention import SCORING
 from tokensieve.kv.policy import Budget, Seen
-from tokensieve.kv.rotation import rotate
+from tokensieve.kv.rotation import rope_frequencies, rotate
 from tokensieve.lm import attention_modules
 from tokensieve.models import passed_cache, with_cache
 
@@ -141,6 +141,7 @@ class CompressedCache(Cache):
         layers = [CompressedLayer(pos_shift) for _ in range(config.num_hidden_layers)]
         super().__init__(layers=layers)
         self.policy = policy
+        self.rope = pos_shift  # RoPE inverse frequencies, for pos_shift or a policy's needs
         self.budget: int | None = None
         self.prompt_length: int | None = None
         self.policy_state = policy.new_state()  # the policy's own, typed, for this stream
@@ -289,6 +290,18 @@ def attention_layers(model) -> list[torch.nn.Module]:
         raise UserError(f"{exc}; supported: {', '.join(SUPPORTED)}") from None
 
 
+def follows_one_device(model) -> None:
+    """The cache allocates on the model's device: refuse a model spread over several
+    devices (or left on the meta device), which one cache cannot follow."""
+    devices = {p.device for p in model.parameters()}
+    if len(devices) > 1 or any(d.type == "meta" for d in devices):
+        names = ", ".join(sorted(str(d) for d in devices))
+        raise UserError(
+            f"the compressed cache lives on one device; this model is spread over {names} "
+            "(load it on one device, e.g. --device cpu)"
+        )
+
+
 @contextmanager
 def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     """Let `cache` see each layer's attention while the model runs inside this block.
@@ -307,6 +320,9 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
 
     previous = model.config._attn_implementation
     modules = attention_layers(model)
+    follows_one_device(model)
+    if getattr(cache.policy, "needs_rope", False) and cache.rope is None:
+        cache.rope = rope_frequencies(model)  # e.g. TokenSelect's un-rotated keys
     if cache.policy.compresses == "never" and hasattr(cache.policy, "select"):
         from tokensieve.kv.selection import IMPLEMENTATION
 

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from tokensieve.commandline import add_common, read_text_file
+from tokensieve.commandline import add_common, checked_device, read_text_file
 from tokensieve.errors import UserError
 from tokensieve.extensions import EXTRA_SIGNALS
 from tokensieve.kv.options import make_kv_policy, parse_budget
@@ -42,8 +42,12 @@ def cmd_generate(args) -> int:
         max_new_tokens=args.max_new_tokens,
         sink=args.sink,
         recent=args.recent,
+        reuse_threshold=args.reuse_threshold,
+        prefill=args.prefill,
     )
+    device = checked_device(args.device)
     model, tokenizer = load_model(args.model)
+    model.to(device)
     text = f"{context}\n\n{question}".strip()
     ids = chat_prompt_ids(tokenizer, text)
     check_context(model, len(ids) + args.max_new_tokens,
@@ -74,6 +78,9 @@ def cmd_generate(args) -> int:
         f"{full_bytes / 2**20:.1f} MiB full; {len(answer) / seconds:.1f} tokens/s",
         file=sys.stderr,
     )
+    state = cache.policy_state
+    if hasattr(state, "reused"):  # TokenSelect's selection cache
+        print(f"selections: {state.computed} computed, {state.reused} reused", file=sys.stderr)
     return 0
 
 
@@ -92,12 +99,17 @@ def cmd_eval(args) -> int:
     if args.multiturn_cases and (args.multiturn_turns < 2 or args.multiturn_tokens < 32):
         raise UserError("a conversation needs at least 2 turns (--multiturn-turns) of at "
                         "least 32 tokens (--multiturn-tokens)")  # fmt: skip
+    if (args.prefill or args.reuse_threshold is not None) and "tokenselect" not in args.policies:
+        raise UserError("--prefill and --reuse-threshold are TokenSelect's; add tokenselect "
+                        "to --policies")  # fmt: skip
     for name in args.policies:  # validate names and options before the slow part
         _eval_policy(name, budgets[0], args)
     if args.out is not None:
         check_output(args.out, [args.model, args.file, cache_root()])
     text = read_text_file(args.file) if args.file else _python_reference()
+    device = checked_device(args.device)
     model, tokenizer = load_model(args.model)
+    model.to(device)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.context + args.decode]
     if len(ids) < args.context + 1:
         raise UserError(f"the text has {len(ids)} tokens; --context {args.context} needs more")
@@ -226,7 +238,23 @@ def _print_row(row: dict, passkey: bool) -> None:
 
 
 def _eval_policy(name, budget, args):
-    return make_kv_policy(name, budget, seed=args.seed, max_new_tokens=args.decode)
+    selection = {"reuse_threshold": args.reuse_threshold, "prefill": args.prefill}
+    if name != "tokenselect":
+        selection = {}  # TokenSelect's options apply to it among the --policies
+    return make_kv_policy(name, budget, seed=args.seed, max_new_tokens=args.decode, **selection)
+
+
+def add_selection_options(parser) -> None:
+    parser.add_argument(
+        "--reuse-threshold", type=float,
+        help="TokenSelect's selection cache: reuse the last selection while the query's "
+        "cosine similarity to it is at least this (0-1; default off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prefill", choices=("full", "sparse"),
+        help="TokenSelect's prefill: full attention (default) or chunks of 512 rows that "
+        "each attend to a selection",
+    )  # fmt: skip
 
 
 def register(commands) -> None:
@@ -247,7 +275,8 @@ def register(commands) -> None:
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--sink", type=int, help="first tokens always kept")
     gen.add_argument("--recent", type=int, help="last tokens always kept")
-    add_common(gen, "model", "seed", "quiet")
+    add_selection_options(gen)
+    add_common(gen, "model", "seed", "quiet", "device")
     gen.set_defaults(run=cmd_generate)
 
     ev = kv_commands.add_parser(
@@ -272,7 +301,8 @@ def register(commands) -> None:
     )  # fmt: skip
     ev.add_argument("--multiturn-turns", type=int, default=6, help="turns per conversation")
     ev.add_argument("--multiturn-tokens", type=int, default=300, help="text tokens per turn")
-    add_common(ev, "model", "seed", "quiet")
+    add_selection_options(ev)
+    add_common(ev, "model", "seed", "quiet", "device")
     ev.add_argument("--out", help="directory for kv-eval.json (a fresh one if taken)")
     ev.set_defaults(run=cmd_eval)
 

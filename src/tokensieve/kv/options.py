@@ -23,12 +23,28 @@ def parse_budget(text: str) -> float | int:
     return value
 
 
-def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, recent=None):
+def make_kv_policy(
+    name,
+    budget,
+    *,
+    seed=0,
+    max_new_tokens=None,
+    sink=None,
+    recent=None,
+    reuse_threshold=None,
+    prefill=None,
+):
     """A KV policy from CLI options: `full` takes none; only keyformer and random are
     seeded; keyformer's temperature schedule and SirLLM's reserve need the number of new
-    tokens."""
+    tokens; the selection cache and the sparse prefill are TokenSelect's."""
     from tokensieve.kv import make_policy
 
+    asked = {"reuse-threshold": reuse_threshold, "prefill": None if prefill == "full" else prefill}
+    for option, value in asked.items():
+        if value is not None and name != "tokenselect":
+            raise UserError(f"--{option} is TokenSelect's; the {name} policy has none")
+    if reuse_threshold is not None and not 0.0 <= reuse_threshold <= 1.0:
+        raise UserError(f"--reuse-threshold must be in [0, 1], got {reuse_threshold}")
     if name == "full":
         return make_policy(name)
     options = {"budget": budget}
@@ -42,4 +58,7 @@ def make_kv_policy(name, budget, *, seed=0, max_new_tokens=None, sink=None, rece
         options["max_new_tokens"] = max_new_tokens
     if name == "sirllm" and max_new_tokens is not None:
         options["reserve"] = max_new_tokens  # room for the answer, made before the input
+    if name == "tokenselect":
+        options["reuse_threshold"] = reuse_threshold
+        options["prefill"] = prefill or "full"
     return make_policy(name, **options)

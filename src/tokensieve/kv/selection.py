@@ -2,11 +2,14 @@
 to a chosen few (TokenSelect, TidalDecode). Memory is not saved; attention work is.
 
 The protocol is one method: ``select(module, query, key, cache)`` returns which keys
-each query head may see at a decode step (or None: all), reading and updating the
-policy's own state (``cache.policy_state``, from ``new_state``). A registered
-transformers attention function (``tokensieve_selective``) runs SDPA on multi-token
-forwards, and at decode steps (one query) asks the policy; the other keys get ``-inf``
-logits. Prefill is full.
+the query may see (or None: all), reading and updating the policy's own state
+(``cache.policy_state``, from ``new_state``). A registered transformers attention
+function (``tokensieve_selective``) asks the policy at decode steps (one query row) and
+attends over the chosen keys only, gathered, so a step's cost follows the budget, not
+the context. Prefill runs through SDPA, unless the policy's ``prefill`` is
+``"sparse"``: the prompt's rows are then read in chunks of the policy's ``chunk`` rows,
+each chunk asks ``select`` once (its rows share the choice, causality on top) and
+attends over its choice, gathered.
 """
 
 from __future__ import annotations
@@ -31,29 +34,41 @@ class SelectionPolicy(Budget):
     def select(self, module, query: torch.Tensor, key: torch.Tensor, cache) -> torch.Tensor | None:
         """Bool mask ``[batch, heads, 1, keys]`` of keys the query may attend to.
 
-        Args: query ``[batch, heads, 1, dim]`` (after RoPE), key ``[batch, kv_heads,
-        keys, dim]`` (cached, after RoPE).
+        Args: query ``[batch, heads, rows, dim]`` (after RoPE; one row at a decode step,
+        a chunk of the prompt under a sparse prefill, whose last row sits at the last
+        key), key ``[batch, kv_heads, keys, dim]`` (cached, after RoPE). Under a sparse
+        prefill the choice is one for every head (an expanded view).
         """
         raise NotImplementedError
 
 
-def _shared_gathered_attention(query, key, value, mask, scaling, keep, count):
-    """`gathered_attention` when every head keeps the same keys: each KV head's chosen
-    rows are gathered once and read by its group of query heads."""
-    batch, heads, _, dim = query.shape
+def _shared_gathered_attention(query, key, value, mask, scaling, keep):
+    """`gathered_attention` when every head keeps the same keys (``keep`` an expanded
+    view): each KV head's chosen rows are gathered once and read by its group of query
+    heads, for one or several query rows (a prefill chunk; `mask` gives causality)."""
+    batch, heads, rows, dim = query.shape
     kv_heads = key.shape[1]
-    chosen = keep[:, 0, 0].to(torch.int8).topk(count, dim=-1, sorted=False).indices
+    row = keep[:, 0, 0]  # [b, keys]
+    count = int(row.sum(dim=-1).max())  # batch rows may keep fewer: the rest is masked
+    chosen = row.to(torch.int8).topk(count, dim=-1, sorted=False).indices
     chosen = chosen.sort(dim=-1).values  # [b, count]
     index = chosen[:, None, :, None].expand(batch, kv_heads, count, dim)
     picked_keys, picked_values = key.gather(2, index), value.gather(2, index)
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    logits = torch.matmul(grouped, picked_keys.transpose(2, 3)) * scaling  # [b, kv, g, k]
-    if mask is not None:
-        row = mask[:, 0, -1, :].gather(-1, chosen)[:, None, None, :]  # [b, 1, 1, count]
-        logits = logits.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else (
-            logits + row)  # fmt: skip
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads * rows, dim)
+    logits = torch.matmul(grouped, picked_keys.transpose(2, 3)) * scaling  # [b, kv, g*r, k]
+    logits = logits.view(batch, kv_heads, heads // kv_heads, rows, count)
+    hidden = ~row.gather(-1, chosen)[:, None, None, None, :]
+    if mask is not None:  # [b, 1, rows, keys] → the chosen columns
+        picked = mask[:, 0, -rows:, :].gather(-1, chosen[:, None, :].expand(-1, rows, -1))
+        picked = picked[:, None, None]
+        if picked.dtype == torch.bool:
+            hidden = hidden | ~picked
+        else:
+            logits = logits + picked
+    logits = logits.masked_fill(hidden, float("-inf"))
     weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    return torch.matmul(weights, picked_values).view(batch, heads, 1, dim)
+    weights = weights.view(batch, kv_heads, heads // kv_heads * rows, count)
+    return torch.matmul(weights, picked_values).view(batch, heads, rows, dim)
 
 
 def per_head_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -66,17 +81,48 @@ def per_head_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
 
 
 def selective_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
-    """SDPA for multi-query forwards (prefill is full); at single-query steps, attention
-    over the selected keys only, gathered, so a step's cost follows the budget."""
-    if query.shape[2] > 1:
-        return sdpa_rows(query, key, value, attention_mask, scaling).transpose(1, 2), None
+    """At single-query steps, attention over the keys the policy selects, gathered; a
+    sparse prefill in chunks that each select; otherwise SDPA."""
     cache = getattr(module, "_tokensieve_cache", None)
+    if query.shape[2] > 1:
+        if cache is None or getattr(cache.policy, "prefill", "full") != "sparse":
+            output = sdpa_rows(query, key, value, attention_mask, scaling)
+        else:
+            output = sparse_prefill(module, query, key, value, attention_mask, scaling, cache)
+        return output.transpose(1, 2).contiguous(), None
     keep = None if cache is None else cache.policy.select(module, query, key, cache)
     if keep is None:
         output = sdpa_rows(query, key, value, attention_mask, scaling)
     else:
         output = gathered_attention(query, key, value, attention_mask, scaling, keep)
     return output.transpose(1, 2).contiguous(), None
+
+
+def sparse_prefill(module, query, key, value, mask, scaling, cache) -> torch.Tensor:
+    """The prompt's query rows in chunks of ``cache.policy.chunk``: each chunk sees the
+    keys up to its last row, asks the policy which (one choice for its rows) and attends
+    to those under the causal mask. ``[b, heads, rows, d]``."""
+    rows, keys = query.shape[2], key.shape[2]
+    past = keys - rows  # keys cached before this forward
+    if mask is None:  # causal by positions (eager masks are always given; this is a guard)
+        positions = torch.arange(keys, device=query.device)
+        mask = (positions[None, :] <= positions[past:, None])[None, None]
+    outputs = []
+    for start in range(0, rows, cache.policy.chunk):
+        stop = min(start + cache.policy.chunk, rows)
+        seen = past + stop
+        chunk = query[:, :, start:stop]
+        chunk_keys, chunk_values = key[:, :, :seen], value[:, :, :seen]
+        chunk_mask = mask[:, :, start:stop, :seen]
+        keep = cache.policy.select(module, chunk, chunk_keys, cache)
+        if keep is not None and keep.stride(1) != 0:
+            raise NotImplementedError("a sparse prefill needs one choice for every head")
+        if keep is None:
+            outputs.append(sdpa_rows(chunk, chunk_keys, chunk_values, chunk_mask, scaling))
+        else:
+            outputs.append(_shared_gathered_attention(chunk, chunk_keys, chunk_values,
+                                                      chunk_mask, scaling, keep))  # fmt: skip
+    return torch.cat(outputs, dim=2)
 
 
 def gathered_attention(query, key, value, mask, scaling, keep) -> torch.Tensor:
@@ -89,9 +135,9 @@ def gathered_attention(query, key, value, mask, scaling, keep) -> torch.Tensor:
     """
     batch, heads, _, dim = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
-    count = int(keep[0, 0, 0].sum())
     if keep.stride(1) == 0:  # one choice for every head (TokenSelect): gather per KV head
-        return _shared_gathered_attention(query, key, value, mask, scaling, keep, count)
+        return _shared_gathered_attention(query, key, value, mask, scaling, keep)
+    count = int(keep[0, 0, 0].sum())
     # positions of the kept keys per head, in order: the largest `count` of a 0/1 row
     chosen = keep[:, :, 0].to(torch.int8).topk(count, dim=-1, sorted=False).indices
     chosen = chosen.sort(dim=-1).values  # [b, heads, count]
