@@ -24,6 +24,7 @@ from tokensieve.kv import (
     compression,
     make_policy,
 )
+from tokensieve.kv.cache import SLACK
 from tokensieve.kv.testing import greedy_logits, run_policy
 from tokensieve.models import with_cache
 
@@ -91,6 +92,9 @@ def test_memory_shrinks_to_budget_and_sinks_and_recent_are_kept(setup, policy):
     expected_slots = budget if policy.compresses == "every step" else budget + steps
     per_slot = 2 * config.num_key_value_heads * head_dim * 4  # keys + values, float32
     assert cache.kv_bytes() == config.num_hidden_layers * expected_slots * per_slot
+    # the buffers hold the budget and SLACK free slots (which SnapKV's new tokens fill)
+    held = sum(layer.held_bytes() for layer in cache.layers)
+    assert held == config.num_hidden_layers * (budget + SLACK) * per_slot
     seen = n + steps
     recent = policy.recent_slots(budget)
     for positions in cache.kept_positions():

@@ -41,17 +41,78 @@ from tokensieve.models import passed_cache, with_cache
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "smollm3")
 
 
+SLACK = 8  # free slots beyond the budget: a decode step or a short input lands in place
+
+
 class CompressedLayer(DynamicLayer):
-    """One layer's keys and values, their original positions and policy scores."""
+    """One layer's keys and values, their original positions and policy scores.
+
+    Keys and values live in a buffer with room for the budget plus `SLACK` slots: a new
+    token is written into the next free slot and an evicted slot is overwritten by a
+    kept one from the end (one in, one out), so decoding never copies the cache. Slots
+    are therefore not in position order once anything has moved; `positions` says which
+    token each holds, and the cache ranks, protects sinks and the recent window, and
+    re-rotates (pos_shift) by position, never by slot.
+    """
 
     def __init__(self, pos_shift: torch.Tensor | None = None):
+        self._keys: torch.Tensor | None = None  # [batch, kv_heads, capacity, head_dim]
+        self._values: torch.Tensor | None = None
+        self.length = 0  # slots in use
         super().__init__()
         self.pos_shift = pos_shift  # RoPE inverse frequencies when positions are ranks
         self.cumulative_length = 0
         self.positions: torch.Tensor | None = None  # [batch, kv_heads, kept], long
         self.scores: torch.Tensor | None = None  # [batch, kv_heads, kept], float32
+        self.in_order = True  # slots sorted by position (nothing moved yet)
         self.calls = 0  # forwards seen by this layer (0 = prefill)
         self.last_query_length = 0
+
+    # transformers reads and sets `keys`/`values` (whole-tensor operations such as batch
+    # repetition replace the buffer); the live slots are a view of the buffer
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._keys is None else self._keys[:, :, : self.length]
+
+    @keys.setter
+    def keys(self, value: torch.Tensor | None) -> None:
+        self._keys = value
+        self.length = value.shape[2] if value is not None and value.dim() == 4 else 0
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._values is None else self._values[:, :, : self.length]
+
+    @values.setter
+    def values(self, value: torch.Tensor | None) -> None:
+        self._values = value
+
+    def held_bytes(self) -> int:
+        """Bytes of the key and value buffers (the kept slots and the free ones)."""
+        if self._keys is None or self._keys.dim() != 4:
+            return 0
+        return (self._keys.numel() + self._values.numel()) * self._keys.element_size()
+
+    def _append(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        new, start = key_states.shape[2], self.length
+        capacity = 0 if self._keys is None or self._keys.dim() != 4 else self._keys.shape[2]
+        if start + new > capacity:  # grow (geometrically, for caches that keep growing)
+            size = max(start + new + SLACK, capacity + capacity // 4)
+            keys = key_states.new_empty(*key_states.shape[:2], size, key_states.shape[3])
+            values = value_states.new_empty(*value_states.shape[:2], size, value_states.shape[3])
+            if start:
+                keys[:, :, :start] = self._keys[:, :, :start]
+                values[:, :, :start] = self._values[:, :, :start]
+            self._keys, self._values = keys, values
+        self._keys[:, :, start : start + new] = key_states
+        self._values[:, :, start : start + new] = value_states
+        self.length = start + new
+
+    def ranks(self) -> torch.Tensor:
+        """Each slot's rank by position among the kept ones ``[batch, kv_heads, kept]``."""
+        if self.in_order:
+            return torch.arange(self.length, device=self.positions.device)
+        return self.positions.argsort(dim=-1).argsort(dim=-1)
 
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
@@ -73,11 +134,9 @@ class CompressedLayer(DynamicLayer):
             self.scores = torch.cat([self.scores, zeros], dim=-1)
         self.cumulative_length += new
         self.last_query_length = new
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
+        self._append(key_states, value_states)
         if self.pos_shift is not None:
-            ranks = torch.arange(self.keys.shape[-2], device=device)
-            return rotate(self.keys, ranks, self.pos_shift), self.values
+            return rotate(self.keys, self.ranks(), self.pos_shift), self.values
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -93,12 +152,35 @@ class CompressedLayer(DynamicLayer):
         return kept + query_length, self.cumulative_length - kept
 
     def keep(self, indices: torch.Tensor) -> None:
-        """Keep slots `indices` ``[batch, kv_heads, k]`` (sorted), freeing the rest."""
-        expanded = indices[..., None].expand(-1, -1, -1, self.keys.shape[-1])
-        self.keys = self.keys.gather(2, expanded).contiguous()
-        self.values = self.values.gather(2, expanded).contiguous()
-        self.positions = self.positions.gather(2, indices)
-        self.scores = self.scores.gather(2, indices)
+        """Keep slots `indices` ``[batch, kv_heads, k]`` (any order), freeing the rest in
+        place: each kept slot beyond the first k moves into a freed one among them."""
+        total, k = self.length, indices.shape[-1]
+        if k >= total:
+            return
+        device = indices.device
+        kept = torch.zeros(*indices.shape[:2], total, dtype=torch.bool, device=device)
+        kept.scatter_(-1, indices, True)
+        slot = torch.arange(total, device=device)
+        pairs = min(total - k, k)  # as many kept slots past k as freed slots below k
+        # the movers (kept, past k) and the holes (freed, below k), ascending; the same
+        # count per head, padded with slot k, which moves onto itself and is dropped
+        movers = torch.where(kept[..., k:], slot[k:], total).sort(dim=-1).values[..., :pairs]
+        holes = torch.where(kept[..., :k], total, slot[:k]).sort(dim=-1).values[..., :pairs]
+        source = torch.where(movers < total, movers, k)
+        target = torch.where(movers < total, holes, k)
+        if bool((movers < total).any()):
+            self.in_order = False
+            index = source[..., None].expand(-1, -1, -1, self._keys.shape[-1])
+            at = target[..., None].expand_as(index)
+            self._keys.scatter_(2, at, self._keys.gather(2, index))
+            self._values.scatter_(2, at, self._values.gather(2, index))
+            self.positions = self.positions.scatter(2, target, self.positions.gather(2, source))
+            self.scores = self.scores.scatter(2, target, self.scores.gather(2, source))
+        self.positions, self.scores = self.positions[..., :k], self.scores[..., :k]
+        self.length = k
+        if self._keys.shape[2] > k + 4 * SLACK:  # after a prompt: give the memory back
+            self._keys = self._keys[:, :, : k + SLACK].clone()
+            self._values = self._values[:, :, : k + SLACK].clone()
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a compressed cache cannot be cropped")
@@ -161,7 +243,8 @@ class CompressedCache(Cache):
         return super().update(*args, **kwargs)
 
     def kv_bytes(self) -> int:
-        """Bytes held by keys and values now (the memory eviction frees)."""
+        """Bytes of the kept keys and values (the memory eviction frees; each layer's
+        buffer holds room for a few more, `held_bytes`)."""
         return sum(
             layer.keys.numel() * layer.keys.element_size() * 2
             for layer in self.layers
@@ -173,8 +256,9 @@ class CompressedCache(Cache):
         return self.layers[0].cumulative_length
 
     def kept_positions(self) -> list[torch.Tensor]:
-        """Per layer, the original positions kept, ``[batch, kv_heads, kept]``."""
-        return [layer.positions for layer in self.layers if layer.positions is not None]
+        """Per layer, the original positions kept, ``[batch, kv_heads, kept]``, sorted."""
+        return [layer.positions.sort(dim=-1).values for layer in self.layers
+                if layer.positions is not None]  # fmt: skip
 
     def fix_budget(self, prompt_length: int) -> int:
         """Fix the budget from a prompt that will be read in several forwards."""
@@ -203,9 +287,19 @@ class CompressedCache(Cache):
         return when == "every step" or (when == "prefill" and self.layers[layer_idx].calls == 0)
 
     def observe(self, layer_idx: int, attention: torch.Tensor) -> None:
-        """Let the policy score the layer's slots from some query rows' attention."""
+        """Let the policy score the layer's slots from some query rows' attention (in
+        position order for a policy whose scores depend on the order, `ordered`)."""
         layer = self.layers[layer_idx]
-        layer.scores = self.policy.score(layer.scores, self.seen(layer_idx, attention))
+        if not self.policy.ordered or layer.in_order or attention.shape[-1] != layer.length:
+            layer.scores = self.policy.score(layer.scores, self.seen(layer_idx, attention))
+        else:
+            order = layer.positions.argsort(dim=-1)  # [b, kv, kept]: slots by position
+            group = attention.shape[1] // order.shape[1]
+            columns = order.repeat_interleave(group, dim=1)[:, :, None, :]
+            attention = attention.gather(-1, columns.expand(-1, -1, attention.shape[2], -1))
+            scores = self.policy.score(layer.scores.gather(-1, order),
+                                       self.seen(layer_idx, attention))  # fmt: skip
+            layer.scores = torch.empty_like(scores).scatter_(-1, order, scores)
         self.observed = True
 
     def after_attention(self, layer_idx: int, attention: torch.Tensor | None) -> None:
@@ -254,14 +348,18 @@ class CompressedCache(Cache):
         kept = layer.physical_length()
         if kept <= budget:
             return
-        scores = self.policy.rank(layer.scores).clone().float()
+        # ranked in position order, as when slots were kept sorted: the sinks are the
+        # first, the recent window the last, ties and random draws fall as they did
+        order = None if layer.in_order else layer.positions.argsort(dim=-1)
+        stored = layer.scores if order is None else layer.scores.gather(-1, order)
+        scores = self.policy.rank(stored).clone().float()
         recent = min(self.policy.recent_slots(budget), max(budget - self.policy.sink, 0))
         if self.policy.sink:
             scores[..., : self.policy.sink] = math.inf
         if recent:
             scores[..., kept - recent :] = math.inf
-        indices = scores.topk(budget, dim=-1).indices
-        layer.keep(indices.sort(dim=-1).values)
+        indices = scores.topk(budget, dim=-1).indices.sort(dim=-1).values
+        layer.keep(indices if order is None else order.gather(-1, indices))
 
 
 def read_in_chunks(model, cache, ids: list[int]) -> None:

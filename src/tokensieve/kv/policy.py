@@ -112,6 +112,9 @@ class KVPolicy(Budget):
 
     reads: ClassVar[str] = "attention"  # "attention" | "logits" | "nothing"
     query_rows: ClassVar[int | None] = None  # attention of the last rows only (None: all)
+    # True when `score` depends on the order of the slots (noise drawn per slot, pooling
+    # over neighbours): the cache then hands it attention and scores in position order
+    ordered: ClassVar[bool] = False
 
     def score(self, scores: torch.Tensor, seen: Seen) -> torch.Tensor:
         """The slots' scores after this forward, from `scores` before it. Long forwards

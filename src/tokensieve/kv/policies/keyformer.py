@@ -37,6 +37,7 @@ class KeyformerPolicy(KVPolicy):
     max_new_tokens: int = 128
     seed: int = 0
     name = "keyformer"
+    ordered = True  # noise drawn per slot / pooling over neighbours
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ class SnapKVPolicy(KVPolicy):
     window: int = 64
     kernel: int = 5
     name = "snapkv"
+    ordered = True  # pools over neighbouring positions
     compresses = "prefill"
 
     @property
