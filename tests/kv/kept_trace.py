@@ -25,7 +25,7 @@ SCENARIOS = {  # name -> (budget, chunk of the prompt per forward, pos_shift, ex
 
 
 def runs():
-    for scenario, (budget, chunk, pos_shift, extra) in SCENARIOS.items():
+    for scenario, (_, _, pos_shift, extra) in SCENARIOS.items():
         for name in EVICTING:
             if extra and name != "sirllm":
                 continue

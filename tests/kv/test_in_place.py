@@ -22,8 +22,8 @@ def test_each_policy_keeps_what_it_kept_before_the_in_place_buffer(scenario, nam
     now, before = trace(scenario, name), BEFORE[f"{scenario}/{name}"]
     assert now["kept"] == before["kept"]
     assert now["tokens"] == before["tokens"]
-    torch.testing.assert_close(torch.tensor(now["last_logits"]),
-                               torch.tensor(before["last_logits"]), rtol=1e-4, atol=1e-4)  # fmt: skip
+    last_now, last_before = torch.tensor(now["last_logits"]), torch.tensor(before["last_logits"])
+    torch.testing.assert_close(last_now, last_before, rtol=1e-4, atol=1e-4)
 
 
 def test_decoding_overwrites_slots_instead_of_copying(tiny):
