@@ -7,8 +7,7 @@ One implementation of each thing; capabilities import it from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from tokensieve.errors import UserError
 from tokensieve.models import model_display_name
@@ -143,19 +142,6 @@ def attention_modules(model) -> list:
     if not found:
         raise UserError(f"cannot find attention layers in {type(model).__name__}")
     return found
-
-
-@contextmanager
-def eager_attention(model) -> Iterator[None]:
-    """Temporarily switch to eager attention, the one that returns attention weights."""
-    previous = model.config._attn_implementation
-    if previous != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if previous != "eager":
-            model.set_attn_implementation(previous)
 
 
 def context_length(model) -> int | None:

@@ -2,9 +2,10 @@
 
 `next_token_stats` turns logits into entropy, surprisal, top-1 probability and margin;
 `score_sequence` reads a sequence in chunks through a KV cache and reduces attention
-inside a forward hook per layer, so a 4,096-token text never materialises a full
-``[layers, heads, n, n]`` attention tensor; `forking_tokens` marks the exact top-rho
-entropy minority. `inspect` reports these signals, `rl` trains on them.
+weights as they are computed (the chunked routine of `tokensieve.attention`, shared with
+the KV policies), so a 4,096-token text never materialises an ``[heads, n, n]`` matrix;
+`forking_tokens` marks the exact top-rho entropy minority. `inspect` reports these
+signals, `rl` trains on them.
 
 For token ``t_i`` every signal describes the moment the model produced (or would
 produce) it, i.e. the next-token distribution ``p(. | t_<i)`` read at position ``i-1``:
@@ -23,14 +24,16 @@ produce) it, i.e. the next-token distribution ``p(. | t_<i)`` read at position `
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tokensieve.attention import chunked_attention, register
 from tokensieve.errors import UserError
-from tokensieve.lm import attention_modules, check_context, eager_attention
+from tokensieve.lm import attention_modules, check_context
 from tokensieve.models import with_cache
 from tokensieve.signal_names import SIGNALS
 
@@ -41,17 +44,26 @@ def next_token_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, t
     Args:
         logits: ``[m, vocab]`` raw logits (temperature 1, no processing).
         targets: ``[m]`` the token actually at each next position.
-    Computed in float32 from log-softmax, so a dominant logit gives entropy 0, not NaN.
+    Computed in float32 relative to each row's largest logit, so a dominant logit gives
+    entropy 0, not NaN: with ``z = logits - max``, ``e = exp(z)`` and ``s = sum(e)``,
+    ``H = log s - sum(e z) / s``. Four passes over the ``[m, vocab]`` logits (top-2,
+    ``z``, ``exp``, the sums) instead of a stored log-softmax and its products: on the
+    embedded model's 49k vocabulary these statistics cost as much as the LM head itself.
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    probs = logp.exp()
-    top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).values
-    second = top2[:, 1] if top2.shape[-1] > 1 else torch.zeros_like(top2[:, 0])
+    logits = logits.float()
+    top2 = logits.topk(min(2, logits.shape[-1]), dim=-1).values
+    z = logits - top2[:, :1]
+    e = z.exp()
+    total = e.sum(-1)
+    log_total = total.log()
+    log_norm = top2[:, 0] + log_total  # log sum exp of the logits
+    top = (top2 - log_norm[:, None]).exp()
+    second = top[:, 1] if top.shape[-1] > 1 else torch.zeros_like(top[:, 0])
     return {
-        "entropy": -(probs * logp).sum(-1),
-        "surprisal": -logp.gather(1, targets[:, None].long())[:, 0],
-        "top1_prob": top2[:, 0],
-        "margin": top2[:, 0] - second,
+        "entropy": log_total - torch.linalg.vecdot(e, z) / total,
+        "surprisal": log_norm - logits.gather(1, targets[:, None].long())[:, 0],
+        "top1_prob": top[:, 0],
+        "margin": top[:, 0] - second,
     }
 
 
@@ -83,49 +95,56 @@ def score_sequence(
     check_context(model, n)
     out = {name: np.full(n - first, np.nan) for name in SIGNALS}
     received = _AttentionReceived(n, ids.device)
-    hooks = received.attach(model) if attention else []
     cache = DynamicCache(config=model.config)
-    try:
-        with eager_attention(model) if attention else nullcontext():
-            for start in tqdm(range(0, n, chunk_size), desc="signals", unit="chunk",
-                              disable=not progress):  # fmt: skip
-                end = min(start + chunk_size, n)
-                received.head_layers = 0
-                logits = model(
-                    input_ids=ids[None, start:end], **with_cache(cache), use_cache=True
-                ).logits[0]
-                # Position p predicts token p + 1; keep predictions of analysed tokens.
-                lo, hi = max(start, first - 1), min(end, n - 1)
-                if lo >= hi:
-                    continue
-                stats = next_token_stats(logits[lo - start : hi - start], ids[lo + 1 : hi + 1])
-                for name, column in stats.items():
-                    out[name][lo + 1 - first : hi + 1 - first] = column.double().cpu().numpy()
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with received.attached(model) if attention else nullcontext():
+        for start in tqdm(range(0, n, chunk_size), desc="signals", unit="chunk",
+                          disable=not progress):  # fmt: skip
+            end = min(start + chunk_size, n)
+            received.head_layers = 0
+            logits = model(
+                input_ids=ids[None, start:end], **with_cache(cache), use_cache=True
+            ).logits[0]
+            # Position p predicts token p + 1; keep predictions of analysed tokens.
+            lo, hi = max(start, first - 1), min(end, n - 1)
+            if lo >= hi:
+                continue
+            stats = next_token_stats(logits[lo - start : hi - start], ids[lo + 1 : hi + 1])
+            for name, column in stats.items():
+                out[name][lo + 1 - first : hi + 1 - first] = column.double().cpu().numpy()
     if attention:
         out.update(received.signals(first))
     return out
 
 
+RECEIVED = "tokensieve_received"
+
+
 class _AttentionReceived:
-    """Sums each key's attention weight over layers, heads and queries inside a forward
-    hook per layer, so the ``[heads, queries, keys]`` weights never outlive the layer."""
+    """Sums each key's attention weight over layers, heads and queries as the chunked
+    attention computes it, so the weights never outlive their chunk of query rows."""
 
     def __init__(self, n: int, device):
         self.received = torch.zeros(n, dtype=torch.float64, device=device)
         self.head_layers = 0  # heads × layers of the last chunk (the same for every chunk)
 
-    def attach(self, model) -> list:
-        return [m.register_forward_hook(self._hook) for m in attention_modules(model)]
+    @contextmanager
+    def attached(self, model) -> Iterator[None]:
+        """The model attends through `_received_attention`, adding up here."""
+        previous = model.config._attn_implementation
+        modules = attention_modules(model)
+        for module in modules:
+            module._tokensieve_received = self
+        model.set_attn_implementation(RECEIVED)
+        try:
+            yield
+        finally:
+            model.set_attn_implementation(previous)
+            for module in modules:
+                module.__dict__.pop("_tokensieve_received", None)
 
-    def _hook(self, _module, _args, output) -> None:
-        weights = output[1]  # [batch, heads, queries, keys]
-        if weights is None:
-            raise RuntimeError("attention weights unavailable; eager attention is required")
-        self.received[: weights.shape[-1]] += weights.double().sum(dim=(0, 1, 2))
-        self.head_layers += weights.shape[1]
+    def add(self, weights: torch.Tensor) -> None:
+        """One chunk of query rows' weights ``[batch, heads, rows, keys]``."""
+        self.received[: weights.shape[-1]] += weights.sum(dim=(0, 1, 2)).double()
 
     def signals(self, first: int) -> dict[str, np.ndarray]:
         n = self.received.shape[0]
@@ -135,6 +154,17 @@ class _AttentionReceived:
             "attention_total": per_head_layer[first:].numpy(),
             "attention_received": (per_head_layer / seen_by)[first:].numpy(),
         }
+
+
+def _received_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
+    received = module._tokensieve_received
+    output = chunked_attention(query, key, value, attention_mask, scaling,
+                               lambda weights, *_: received.add(weights))  # fmt: skip
+    received.head_layers += query.shape[1]
+    return output.transpose(1, 2).contiguous(), None
+
+
+register(RECEIVED, _received_attention)
 
 
 def forking_tokens(signals, rho: float = 0.2) -> np.ndarray:

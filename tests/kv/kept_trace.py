@@ -35,7 +35,19 @@ def runs():
 
 
 def trace(scenario: str, name: str, steps: int = 10) -> dict:
-    """Kept positions per layer after every forward, and the greedy tokens."""
+    """Kept positions per layer after every forward, and the greedy tokens. Attention
+    rows are scored in one chunk per forward, as when the trace was recorded (Keyformer
+    draws its noise chunk by chunk, so its stream depends on the chunking)."""
+    from tokensieve.kv import attention
+
+    chunk, attention.CHUNK = attention.CHUNK, 512
+    try:
+        return _trace(scenario, name, steps)
+    finally:
+        attention.CHUNK = chunk
+
+
+def _trace(scenario: str, name: str, steps: int) -> dict:
     from tokensieve.kv import CompressedCache, compression, make_policy
     from tokensieve.kv.rotation import rope_frequencies
     from tokensieve.models import tiny_model, with_cache

@@ -105,8 +105,8 @@ def test_gathered_attention_equals_attention_over_exactly_the_selected_keys(mask
 def test_selection_decodes_as_masked_full_attention(name, monkeypatch):
     """Gathering the selected keys gives the model the same logits as attending to the
     whole cache with every other key masked out (the earlier implementation)."""
+    from tokensieve.attention import attend
     from tokensieve.kv import make_policy, selection
-    from tokensieve.kv.attention import eager_rows
     from tokensieve.kv.testing import run_policy
     from tokensieve.models import tiny_model
 
@@ -125,7 +125,7 @@ def test_selection_decodes_as_masked_full_attention(name, monkeypatch):
     assert calls, "no decode step read a selection"
 
     def masked(query, key, value, mask, scaling, keep):
-        return eager_rows(query, key, value, mask, scaling, keep)[0]
+        return attend(query, key, value, mask, scaling, keep)[0]
 
     monkeypatch.setattr(selection, "gathered_attention", masked)
     _, reference = run_policy(model, ids, make_policy(name, budget=0.3, **options), steps=5)

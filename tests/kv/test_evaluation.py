@@ -86,12 +86,14 @@ def test_embedded_full_cache_finds_the_passkey(embedded, mode):
     assert accuracy >= 2 / 3, answers  # the model is small: one miss is tolerated
 
 
-def test_agnostic_passkey_compresses_the_context_before_the_question_exists(tiny):
+def test_agnostic_passkey_compresses_the_context_before_the_question_exists(tiny, monkeypatch):
     """Query-agnostic mode: the first forward reads exactly the context (chat start and
     haystack, no question token), the budget is a share of it, and the question comes
     after, on the compressed cache."""
+    from tokensieve.kv import attention
     from tokensieve.kv.policies import H2OPolicy
 
+    monkeypatch.setattr(attention, "CHUNK", 4096)  # one chunk of rows per forward
     model, tokenizer = tiny
     case = make_passkey_case(tokenizer, TEXT * 30, 150, 0.5, seed=0)
     question = tokenizer.decode(case.ids[case.split :])

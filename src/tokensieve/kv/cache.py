@@ -290,7 +290,9 @@ class CompressedCache(Cache):
         """Let the policy score the layer's slots from some query rows' attention (in
         position order for a policy whose scores depend on the order, `ordered`)."""
         layer = self.layers[layer_idx]
-        if not self.policy.ordered or layer.in_order or attention.shape[-1] != layer.length:
+        if attention.shape[-1] < layer.length:  # a chunk's rows see no later key: weight 0
+            attention = torch.nn.functional.pad(attention, (0, layer.length - attention.shape[-1]))
+        if not self.policy.ordered or layer.in_order:
             layer.scores = self.policy.score(layer.scores, self.seen(layer_idx, attention))
         else:
             order = layer.positions.argsort(dim=-1)  # [b, kv, kept]: slots by position

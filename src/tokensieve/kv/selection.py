@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import torch
 
-from tokensieve.kv.attention import register, sdpa_rows
+from tokensieve.attention import register, sdpa
 from tokensieve.kv.policy import Budget
 
 IMPLEMENTATION = "tokensieve_selective"
@@ -86,13 +86,13 @@ def selective_attention(module, query, key, value, attention_mask, scaling, drop
     cache = getattr(module, "_tokensieve_cache", None)
     if query.shape[2] > 1:
         if cache is None or getattr(cache.policy, "prefill", "full") != "sparse":
-            output = sdpa_rows(query, key, value, attention_mask, scaling)
+            output = sdpa(query, key, value, attention_mask, scaling)
         else:
             output = sparse_prefill(module, query, key, value, attention_mask, scaling, cache)
         return output.transpose(1, 2).contiguous(), None
     keep = None if cache is None else cache.policy.select(module, query, key, cache)
     if keep is None:
-        output = sdpa_rows(query, key, value, attention_mask, scaling)
+        output = sdpa(query, key, value, attention_mask, scaling)
     else:
         output = gathered_attention(query, key, value, attention_mask, scaling, keep)
     return output.transpose(1, 2).contiguous(), None
@@ -118,7 +118,7 @@ def sparse_prefill(module, query, key, value, mask, scaling, cache) -> torch.Ten
         if keep is not None and keep.stride(1) != 0:
             raise NotImplementedError("a sparse prefill needs one choice for every head")
         if keep is None:
-            outputs.append(sdpa_rows(chunk, chunk_keys, chunk_values, chunk_mask, scaling))
+            outputs.append(sdpa(chunk, chunk_keys, chunk_values, chunk_mask, scaling))
         else:
             outputs.append(_shared_gathered_attention(chunk, chunk_keys, chunk_values,
                                                       chunk_mask, scaling, keep))  # fmt: skip

@@ -50,6 +50,8 @@ class KeyformerPolicy(KVPolicy):
 
     def score(self, scores, seen):
         # Gumbel(0, 1) = -log(-log U); in place, as a prefill chunk holds many entries.
+        # Drawn chunk by chunk of query rows: a run is reproducible for a given chunking
+        # (`tokensieve.attention.CHUNK`), not across chunkings.
         attention = seen.attention
         noise = torch.rand(attention.shape, generator=self.generator)
         noise = noise.to(attention.device).clamp_(1e-10, 1 - 1e-10)
