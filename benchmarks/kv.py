@@ -90,10 +90,11 @@ FIDELITY_PAGES = ["library/functions.rst.txt", "library/stdtypes.rst.txt"]
 FIDELITY_CONTEXT, FIDELITY_DECODE = 1024, 64
 PASSKEY_BUDGET, PASSKEY_CASES, PASSKEY_NEW = 0.2, 20, 8
 DEPTHS = [0.1, 0.3, 0.5, 0.7, 0.9]
+SELECTION_VARIANTS = ["tokenselect_sparse", "tokenselect_reuse"]  # both prefills; selection cache
 PASSKEY_METHODS = {  # context → (ours, presses); "full" is the ceiling
-    1024: (["full", *OURS], PRESSES[:-1]),
-    2048: (["full", "streaming", "snapkv", "tova", "tokenselect", "tidaldecode"],
-           ["streaming_llm", "snapkv", "tova", "expected_attention"]),
+    1024: (["full", *OURS, *SELECTION_VARIANTS], PRESSES[:-1]),
+    2048: (["full", "streaming", "snapkv", "tova", "tokenselect", "tidaldecode",
+            *SELECTION_VARIANTS], ["streaming_llm", "snapkv", "tova", "expected_attention"]),
     4096: (["full", "streaming", "snapkv"], ["streaming_llm", "snapkv"]),
 }  # fmt: skip
 AGNOSTIC_METHODS = {  # query-agnostic: every policy and press at each context (issue 16),
@@ -104,7 +105,10 @@ AGNOSTIC_METHODS = {  # query-agnostic: every policy and press at each context (
 }
 MODES = ("aware", "agnostic")
 SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
-SPEED_OURS, SPEED_PRESSES = ["full", *OURS], ["none", "snapkv"]
+SPEED_OURS = ["full", *OURS, *SELECTION_VARIANTS]
+SPEED_PRESSES = ["none", "snapkv", "streaming_llm", "decoding"]  # decoding: per-step eviction
+SPEED_METRICS = ("decode_tokens_per_second", "peak_memory_mb", "prefill_seconds")
+REUSE_THRESHOLD = 0.9  # TokenSelect's reference value (its selection cache is off there)
 # streaming past the window: StreamingLLM's Figure 3 curves on 4 windows of real text
 STREAM_WINDOWS, STREAM_BUDGET, STREAM_CHUNK, STREAM_REPORT = 4, 1024, 32, 1024
 STREAM_CURVES = [  # (label, sink, pos_shift)
@@ -133,7 +137,19 @@ def _sirllm_aware(r) -> bool:  # SirLLM's query-aware rows, rerun after its timi
                      and r["setting"].get("mode", "aware") == "aware")))  # fmt: skip
 
 
+def _speed(r) -> bool:
+    return r["metric"] in SPEED_METRICS or (r["metric"] == "kv_bytes"
+                                            and "pages" not in r["setting"])  # fmt: skip
+
+
+def _selection(r) -> bool:  # TokenSelect's query-aware passkey rows, every variant
+    return (r["metric"] == "passkey_accuracy" and r["method"].startswith("tokenselect")
+            and r["setting"].get("mode", "aware") == "aware")  # fmt: skip
+
+
 PHASE_ROWS = {  # phases --merge can rerun alone, and the rows each one writes
+    "speed": _speed,
+    "selection": _selection,
     "stream": lambda r: r["metric"] == "stream_perplexity",
     "sirllm": _sirllm_aware,
     "multiturn": lambda r: r["metric"] in ("multiturn_accuracy", "multiturn_peak_kept"),
@@ -155,6 +171,10 @@ def policy_for(name: str, budget: float, reserve: int | None = None):
         return make_policy("streaming", budget=budget)
     if name == "sirllm" and reserve is not None:  # room for the answer, made before the question
         return make_policy(name, budget=budget, reserve=reserve)
+    if name == "tokenselect_sparse":  # per-chunk selection in the prefill too
+        return make_policy("tokenselect", budget=budget, prefill="sparse")
+    if name == "tokenselect_reuse":  # the selection cache on
+        return make_policy("tokenselect", budget=budget, reuse_threshold=REUSE_THRESHOLD)
     return make_policy(name, budget=budget)
 
 
@@ -448,7 +468,9 @@ class Bench:
                     record("kv", method, impl, setting, "peak_memory_mb",
                            result["peak_memory_mb"], "MB"),
                     record("kv", method, impl, setting, "kv_bytes", result["kv_bytes"], "bytes"),
-                ]  # fmt: skip
+                ] + ([record("kv", method, impl, setting, "prefill_seconds",
+                             result["prefill_seconds"], "s")]
+                     if "prefill_seconds" in result else [])  # fmt: skip
 
             self.cell(f"speed/{impl}/{method}/{context}", compute)
 
@@ -469,7 +491,9 @@ def speed_cell(method: str, context: int, out: Path) -> None:
     ids = speed_ids(tokenizer, context)
     cache = CompressedCache(model.config, policy_for(method, SPEED_BUDGET))
     with compression(model, cache):
+        start = time.perf_counter()
         model(input_ids=torch.tensor([ids[:context]]), **with_cache(cache), logits_to_keep=1)
+        prefill = time.perf_counter() - start
         kv_bytes = cache.kv_bytes()
         reset_peak()  # the decode phase's own peak
         steps = []
@@ -477,7 +501,8 @@ def speed_cell(method: str, context: int, out: Path) -> None:
             start = time.perf_counter()
             model(input_ids=torch.tensor([[ids[t]]]), **with_cache(cache))
             steps.append(time.perf_counter() - start)
-    result = {"step_seconds": steps, "kv_bytes": kv_bytes, "peak_memory_mb": rss_mb("VmHWM")}
+    result = {"step_seconds": steps, "kv_bytes": kv_bytes, "peak_memory_mb": rss_mb("VmHWM"),
+              "prefill_seconds": prefill}  # fmt: skip
     out.write_text(json.dumps(result))
 
 
@@ -496,8 +521,8 @@ def find(records, metric, impl, method, **setting):
     return None
 
 
-ORDER = ["full", "none", *OURS, "streaming_rerotated", "sirllm_after_input", *PRESSES,
-         "streaming_llm_rerotated"]  # fmt: skip
+ORDER = ["full", "none", *OURS, *SELECTION_VARIANTS, "streaming_rerotated",
+         "sirllm_after_input", *PRESSES, "streaming_llm_rerotated"]  # fmt: skip
 
 
 def methods_of(records, metric):
@@ -575,8 +600,9 @@ def table(records) -> str:
         f"## Decode speed and memory ({SPEED_DECODE} decoded tokens after the prompt; median "
         f"tokens/s ± IQR; peak RSS of the decode phase; {int(SPEED_BUDGET * 100)}% budget)",
         "",
-        "| implementation | method | context | tokens/s | × full | KV MB | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| implementation | method | context | tokens/s | × full | KV MB | peak RSS MB | "
+        "prefill s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for impl, method in methods_of(records, "decode_tokens_per_second"):
         base = "full" if impl == "tokensieve" else "none"
@@ -588,9 +614,11 @@ def table(records) -> str:
             kv = find(records, "kv_bytes", impl, method, context_tokens=n, decoded=SPEED_DECODE)
             peak = find(records, "peak_memory_mb", impl, method, context_tokens=n)
             ratio = f"{r['value'] / ref['value']:.2f}" if ref else ""
+            prefill = find(records, "prefill_seconds", impl, method, context_tokens=n)
+            prefill_cell = f"{prefill['value']:.1f}" if prefill else "—"
             lines.append(
                 f"| {impl} | {method} | {n} | {r['value']:.1f} ± {r['spread']:.1f} | {ratio} | "
-                f"{kv['value'] / 2**20:.1f} | {peak['value']:.0f} |"
+                f"{kv['value'] / 2**20:.1f} | {peak['value']:.0f} | {prefill_cell} |"
             )
     lines += stream_table(records)
     lines += multiturn_table(records)
@@ -722,10 +750,23 @@ def goals(records) -> list[str]:
     for method in SPEED_OURS[1:]:
         r = find(records, "decode_tokens_per_second", "tokensieve", method, context_tokens=8192)
         if full and r:
+            goal = 1.5 if method.startswith(("tokenselect", "tidaldecode")) else 2.0
+            ratio = r["value"] / full["value"]
             lines.append(
-                f"- decode throughput at 8k context, 20% budget, `{method}`: "
-                f"{r['value'] / full['value']:.2f}× the full cache (goal ≥ 1.5×)."
+                f"- decode throughput at 8k context, 20% budget, `{method}`: {ratio:.2f}× the "
+                f"full cache (goal ≥ {goal}×: {'met' if ratio >= goal else 'not met'})."
             )
+    for n in (1024, 2048):
+        ref = find(records, "passkey_accuracy", "tokensieve", "full", context_tokens=n)
+        for method in ("tokenselect", *SELECTION_VARIANTS):
+            r = find(records, "passkey_accuracy", "tokensieve", method, context_tokens=n)
+            if ref and r:
+                within = abs(r["value"] - ref["value"]) <= max(ref["spread"], r["spread"])
+                lines.append(
+                    f"- aware passkey at {n // 1024}k, `{method}` {r['value']:.2f} vs full "
+                    f"{ref['value']:.2f} ± {ref['spread']:.2f} (goal: within one standard "
+                    f"error: {'met' if within else 'not met'})."
+                )
     return lines
 
 
@@ -856,6 +897,7 @@ def main() -> None:
     parser.add_argument("--skip-kvpress", action="store_true", help="ours only")
     parser.add_argument("--speed-cell", nargs=3, metavar=("METHOD", "CONTEXT", "OUT"))
     parser.add_argument("--phases", nargs="+", default=["fidelity", "passkey1k", "speed",
+                        "selection",
                         "passkey2k", "passkey4k", "stream", "multiturn", "agnostic1k",
                         "agnostic2k", "agnostic4k"])  # fmt: skip
     parser.add_argument("--merge", action="store_true",
@@ -880,6 +922,8 @@ def main() -> None:
              "multiturn": bench.multiturn,
              "sirllm": lambda: (bench.fidelity(only=["sirllm"]),
                                 bench.passkey(1024, only=["sirllm"])),
+             "selection": lambda: [bench.passkey(n, only=["tokenselect", *SELECTION_VARIANTS])
+                                   for n in (1024, 2048)],
              **{f"agnostic{n // 1024}k": (lambda n=n: bench.passkey(n, "agnostic"))
                 for n in AGNOSTIC_METHODS}}  # fmt: skip
     kept = []

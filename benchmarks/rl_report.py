@@ -101,6 +101,12 @@ def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int)
             ours = _mean([f for _, f in pairs])
             ratio = f"{ours / theirs:.2f}" if theirs else "n/a"
             lines.append(f"- `{arm}` {ours:.3f} vs {theirs:.3f} ({ratio})")
+    flag = finals.get("top_entropy_trl")
+    if flag and finals.get("top_entropy"):
+        ours, trl = _mean([f for _, f in finals["top_entropy"]]), _mean([f for _, f in flag])
+        ratio = ours / trl if trl else math.nan
+        lines.append(f"- tokensieve `top_entropy` vs TRL's `top_entropy_quantile` flag: "
+                     f"{ours:.3f} vs {trl:.3f} ({ratio:.2f})")  # fmt: skip
     starts = [s for pairs in finals.values() for s, _ in pairs]
     p = _mean(starts)
     lines.append(
@@ -111,47 +117,10 @@ def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int)
     return "\n".join(lines) + "\n"
 
 
-def plots(records: list[dict], analysis: ForkingAnalysis | None = None) -> dict[str, bytes]:
-    figures = {"rl-curves.png": rl_plots.curves(runs_from_records(records))}
+def plots(records: list[dict], analysis: ForkingAnalysis | None = None,
+          suffix: str = "") -> dict[str, bytes]:  # fmt: skip
+    figures = {f"rl-curves{suffix}.png": rl_plots.curves(runs_from_records(records))}
     if analysis is not None:
-        figures["rl-entropy-histogram.png"] = rl_plots.entropy_histograms(analysis)
-        figures["rl-forks.png"] = rl_plots.forks(analysis)
+        figures[f"rl-entropy-histogram{suffix}.png"] = rl_plots.entropy_histograms(analysis)
+        figures[f"rl-forks{suffix}.png"] = rl_plots.forks(analysis)
     return figures
-
-
-def anchor_table(records: list[dict], problems: int = 64) -> str:
-    """tokensieve's top-entropy mask vs TRL's own flag, from the anchor stage's records."""
-    runs = runs_from_records(records)
-    speed = {r["method"]: r for r in records if r["metric"] == "seconds_per_step"}
-    lines = [
-        "## tokensieve vs TRL's flag (the same method, the same seeds, one run)",
-        "",
-        "`top_entropy`: tokensieve's `TopEntropy(0.2)` through `ForkingTokenGRPOTrainer`; "
-        "`top_entropy_trl`: TRL's own `GRPOTrainer` with `top_entropy_quantile=0.2`. "
-        f"Test accuracy on {problems} held-out problems (one problem moves it by "
-        f"{1 / problems:.3f}).",
-        "",
-        "| arm | test acc. step 0 → final (per seed) | train reward, first → last 10 steps "
-        "| share trained on | s / step |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for arm in dict.fromkeys(name.rpartition("-seed")[0] for name in runs):
-        accuracy, first, last, share = [], [], [], []
-        for name, rows in runs.items():
-            if name.rpartition("-seed")[0] != arm:
-                continue
-            tests = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
-            if tests:
-                accuracy.append(f"{tests[0]:.3f} → {tests[-1]:.3f}")
-            rewards = [r["reward"] for r in rows if "reward" in r]
-            first.append(_mean(rewards[:10]))
-            last.append(_mean(rewards[-10:]))
-            share += [r["tokensieve/selected_fraction"] for r in rows
-                      if "tokensieve/selected_fraction" in r]  # fmt: skip
-        seconds = speed.get(arm, {})
-        lines.append(
-            f"| {arm} | {'; '.join(accuracy)} | {_mean(first):.3f} → {_mean(last):.3f} "
-            f"| {(f'{_mean(share):.3f}' if share else 'n/a (not logged by TRL)')} "
-            f"| {seconds.get('value', math.nan):.2f} ± {seconds.get('spread', math.nan):.2f} |"
-        )
-    return "\n".join(lines) + "\n"

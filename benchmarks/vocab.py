@@ -74,6 +74,51 @@ FINETUNE_TARGETS = ["supertokens-16k", "bpe-16k"]  # Gemma's 262k-row head: too 
 MERGEKIT_METHODS = [("mergekit", "subword"), ("mergekit", "omp")]
 
 
+# mergekit-tokensurgeon 0.1.5's word-start marker by tokenizer class
+# (mergekit/tokenizer/normalization.py, normalized_vocabulary, lines 75-112)
+SP_STYLE = ("LlamaTokenizer", "LlamaTokenizerFast", "T5Tokenizer", "T5TokenizerFast",
+            "GemmaTokenizer", "GemmaTokenizerFast")  # fmt: skip
+
+
+def mergekit_shared(old_tokenizer, new_tokenizer) -> dict[int, int]:
+    """New id → old id for the tokens mergekit-tokensurgeon 0.1.5 counts as shared: equal
+    *normalised strings* (``normalize_token``, normalization.py lines 19-35: the word-start
+    marker split off, special tokens by role; no bytes, so e.g. Gemma's "\n" never meets
+    SmolLM2's "Ċ"), exact matches only (its default; tokensurgeon.py lines 488-491). Where
+    two strings normalise alike the later id wins, as its dict comprehension."""
+
+    def normalized(tokenizer) -> dict:
+        vocab = tokenizer.get_vocab()
+        sentencepiece = type(tokenizer).__name__ in SP_STYLE and "Ġhello" not in vocab
+        prefix = "▁" if sentencepiece else "Ġ"
+        specials = getattr(tokenizer, "special_tokens_map", {}) or {}
+        roles = [(role, [v] if isinstance(v, str) else list(v)) for role, v in specials.items()]
+        table = {}
+        for token, index in sorted(vocab.items(), key=lambda item: item[1]):
+            if token.startswith(prefix):
+                key = ("word_start", token[len(prefix) :])
+            else:
+                key = next((("special", role) for role, v in roles if token in v), token)
+            table[key] = index
+        return table
+
+    old, new = normalized(old_tokenizer), normalized(new_tokenizer)
+    return {new[key]: old[key] for key in new.keys() & old.keys()}
+
+
+def subword_corrupted(tokenizer, shared: dict[int, int]) -> int:
+    """Tokens mergekit's `subword` would approximate from a wrong string: it re-encodes
+    the vocabulary string as text with only its leading marker turned into a space
+    (``unnormalize_token``, normalization.py lines 38-43; subword.py lines 34-35), so any
+    later character outside printable ASCII (an inner "Ġ"/"Ċ" of a byte-level token, e.g.
+    every multi-word supertoken) is read as other bytes."""
+    count = 0
+    for token, index in tokenizer.get_vocab().items():
+        if index not in shared and any(not (32 <= ord(c) < 127) for c in token[1:]):
+            count += 1
+    return count
+
+
 def held_out() -> list[str]:
     pages = sorted((DOCS / "tutorial").glob("*.rst.txt"))[:HELD_OUT_PAGES]
     if not pages:
@@ -153,12 +198,19 @@ class Bench:
             self.cell(f"{target}/bytes_per_token", lambda t=tokenizer, n=target: [
                 record("vocab", "tokenizer", "tokensieve", self.setting(n), "bytes_per_token",
                        bytes_per_token(t, self.texts), "bytes/token")])  # fmt: skip
+            self.cell(f"{target}/shared_tokens", lambda t=tokenizer, n=target:
+                      self.matched(n, t))  # fmt: skip
             for method in METHODS:
                 if method == "omp" and target == "gemma-3" and donor is None:
                     donor = self.donor()
                 self.cell(f"{target}/tokensieve/{method}",
                           lambda m=method, t=tokenizer, n=target, d=donor:
                           self.ours(n, t, m, d, base_bpb))  # fmt: skip
+            if target == "gemma-3":  # like for like: our OMP on mergekit's shared tokens
+                self.cell(f"{target}/tokensieve/omp/mergekit-matching",
+                          lambda t=tokenizer, n=target, d=donor:
+                          self.ours(n, t, "omp", d, base_bpb,
+                                    shared=mergekit_shared(self.tokenizer, t)))  # fmt: skip
             if target in self.args.finetune:
                 for method in METHODS:
                     self.cell(f"{target}/finetune/{method}",
@@ -188,9 +240,28 @@ class Bench:
             record("vocab", method, impl, setting, "transplant_seconds", seconds, "s"),
         ]  # fmt: skip
 
-    def transplanted(self, tokenizer, method, donor):
+    def matched(self, target, tokenizer) -> list[dict]:
+        """How many tokens each tool counts as shared with the base vocabulary, and how
+        many of the rest mergekit's `subword` would read from a wrong string."""
+        from tokensieve.vocab.initializers import shared_tokens
+
+        ours = shared_tokens(self.tokenizer, tokenizer)
+        theirs = mergekit_shared(self.tokenizer, tokenizer)
+        setting = self.setting(target)
+        return [
+            record("vocab", "bytes", "tokensieve", setting, "shared_tokens", len(ours),
+                   "tokens"),
+            record("vocab", "normalised strings", "mergekit", setting, "shared_tokens",
+                   len(theirs), "tokens"),
+            record("vocab", "bytes and strings", "both", setting, "shared_tokens",
+                   sum(1 for i, j in theirs.items() if ours.get(i) == j), "tokens"),
+            record("vocab", "subword", "mergekit", setting, "subword_corrupted_tokens",
+                   subword_corrupted(tokenizer, theirs), "tokens"),
+        ]  # fmt: skip
+
+    def transplanted(self, tokenizer, method, donor, shared=None):
         """Our transplant with the benchmark's options: ``(model, seconds, extra setting)``."""
-        options = {"seed": 0}
+        options = {"seed": 0, "shared": shared}
         if method == "tokenadapt" or (method == "omp" and donor is None):
             self.space = self.space or MiniLMSpace(progress=False)
             options["space"] = self.space
@@ -202,8 +273,10 @@ class Bench:
         extra = {"k": OMP_K, "space": "donor" if donor is not None else "minilm"}
         return model, seconds, extra if method == "omp" else {}
 
-    def ours(self, target, tokenizer, method, donor, base_bpb):
-        model, seconds, extra = self.transplanted(tokenizer, method, donor)
+    def ours(self, target, tokenizer, method, donor, base_bpb, shared=None):
+        model, seconds, extra = self.transplanted(tokenizer, method, donor, shared)
+        if shared is not None:
+            extra = {**extra, "matching": "mergekit", "shared_tokens": len(shared)}
         return self.evaluate(target, method, "tokensieve", model, tokenizer, base_bpb, seconds,
                              **extra)  # fmt: skip
 
@@ -253,32 +326,83 @@ class Bench:
         out = WORK / f"mergekit-{target}"
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        log = WORK / f"mergekit-{target}.log"
+        log = RESULTS / f"vocab-mergekit-{target}.log"  # kept: its token breakdown
         with log.open("w") as f:
             done = subprocess.run(
                 [str(MERGEKIT), str(self.model_dir), str(donor_dir), str(out), "--k", str(OMP_K),
-                 "--approximation-method", method, "--device", "cpu", "--quiet"],
+                 "--approximation-method", method, "--device", "cpu", "--quiet", "-v"],
                 stdout=f, stderr=subprocess.STDOUT, check=False,
             )  # fmt: skip
         seconds = time.perf_counter() - start
         if done.returncode:
             raise SystemExit(f"mergekit-tokensurgeon failed: see {log}")
+        counts = mergekit_breakdown(log.read_text())
         model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(out)
         extra = {"k": OMP_K, "space": "donor"} if method == "omp" else {}
         result = self.evaluate(target, method, "mergekit", model, tokenizer, base_bpb, seconds,
-                               **extra)  # fmt: skip
+                               **extra, **counts)  # fmt: skip
         shutil.rmtree(out, ignore_errors=True)
         return result
 
 
-def find(records, metric, impl, method, target):
+def mergekit_breakdown(log: str) -> dict[str, int]:
+    """The first "Token Breakdown" tokensurgeon logs (-v): exact matches and tokens to
+    approximate, as it counted them."""
+    import re
+
+    counts = {}
+    for name, label in (("exact_matches", "Exact matches"),
+                        ("to_approximate", "Tokens to approximate")):  # fmt: skip
+        found = re.search(rf"{label}: (\d+)", log)
+        if found:
+            counts[f"mergekit_{name}"] = int(found.group(1))
+    return counts
+
+
+def find(records, metric, impl, method, target, matching=None):
+    """The record; rows of our OMP on mergekit's matching only when `matching` asks."""
     for r in records:
-        if (r["metric"], r["implementation"], r["method"]) == (metric, impl, method) and r[
-            "setting"
-        ].get("tokenizer") == target:
+        if ((r["metric"], r["implementation"], r["method"]) == (metric, impl, method)
+                and r["setting"].get("tokenizer") == target
+                and r["setting"].get("matching") == matching):  # fmt: skip
             return r
     return None
+
+
+def matching_table(records) -> list[str]:
+    """Shared tokens as each tool counts them, and Gemma 3 with both matchings."""
+    lines = ["", "## Like for like: the shared tokens", "",
+             "Shared with SmolLM2's vocabulary: tokensieve matches by bytes, mergekit by "
+             "normalised strings (its log's count beside ours of its rule); `subword` "
+             "corrupts the unshared tokens with a non-ASCII character after the first "
+             "(inner `Ġ`/`Ċ`: every multi-word supertoken).", "",
+             "| target | tokensieve (bytes) | mergekit (strings; its log) | both, same row | "
+             "subword-corrupted |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for target in TARGETS:
+        ours = find(records, "shared_tokens", "tokensieve", "bytes", target)
+        theirs = find(records, "shared_tokens", "mergekit", "normalised strings", target)
+        both = find(records, "shared_tokens", "both", "bytes and strings", target)
+        broken = find(records, "subword_corrupted_tokens", "mergekit", "subword", target)
+        if not (ours and theirs):
+            continue
+        run = next((r for r in records if r["implementation"] == "mergekit"
+                    and r["metric"] == "bits_per_byte"
+                    and r["setting"].get("tokenizer") == target), None)  # fmt: skip
+        logged = run["setting"].get("mergekit_exact_matches") if run else None
+        lines.append(f"| {target} | {ours['value']:,} | {theirs['value']:,} "
+                     f"({logged if logged is not None else 'n/a'}) | {both['value']:,} | "
+                     f"{broken['value']:,} |")  # fmt: skip
+    like = find(records, "bits_per_byte", "tokensieve", "omp", "gemma-3", matching="mergekit")
+    if like:
+        bytes_row = find(records, "bits_per_byte", "tokensieve", "omp", "gemma-3")
+        theirs = find(records, "bits_per_byte", "mergekit", "omp", "gemma-3")
+        lines += ["", "Gemma 3, OMP in the donor's space (k the same), bits per byte:", "",
+                  "| shared tokens from | tokensieve OMP | mergekit OMP |", "|---|---:|---:|",
+                  f"| bytes (tokensieve's) | {bytes_row['value']:.4f} | — |" if bytes_row else "",
+                  f"| normalised strings (mergekit's) | {like['value']:.4f} | "
+                  f"{theirs['value']:.4f} |" if theirs else ""]  # fmt: skip
+    return [line for line in lines if line is not None]
 
 
 def table(records) -> str:
@@ -318,7 +442,7 @@ def table(records) -> str:
               "Gemma 3 has a real one (OMP in its embedding space, the same k for both OMPs); "
               "for the tokenizers trained here it runs its `subword` mean (rows from the base "
               "model only; the donor just carries the tokenizer)."]  # fmt: skip
-    return "\n".join(lines + finetune_table(records)) + "\n"
+    return "\n".join(lines + matching_table(records) + finetune_table(records)) + "\n"
 
 
 def finetune_curves(records) -> dict[str, dict[str, list[tuple[int, float]]]]:

@@ -125,6 +125,13 @@ def test_selection_decodes_as_masked_full_attention(name, monkeypatch):
     assert calls, "no decode step read a selection"
 
     def masked(query, key, value, mask, scaling, keep):
+        if isinstance(keep, selection.Shared):  # TokenSelect: positions for every head
+            row = torch.zeros(keep.indices.shape[0], key.shape[2], dtype=torch.bool)
+            ok = keep.valid
+            if ok is None:
+                ok = torch.ones_like(keep.indices, dtype=torch.bool)
+            row.scatter_(1, keep.indices[ok][None], True)
+            keep = row[:, None, None, :].expand(-1, query.shape[1], 1, -1)
         return attend(query, key, value, mask, scaling, keep)[0]
 
     monkeypatch.setattr(selection, "gathered_attention", masked)

@@ -394,3 +394,48 @@ def test_sirllm_surprisal_in_chunks_equals_the_whole_log_softmax():
     torch.testing.assert_close(scores[0, 1:].double(), torch.tensor(expected, dtype=torch.double),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     assert scores[0, 0] == scores[0, 1:].max()  # the first token: the list's maximum
+
+
+def test_keyformer_temperature_rises_and_scores_accumulate_while_decoding(setup, monkeypatch):
+    """Keyformer's score through decoding, from the paper's definition written here: at
+    forward t (0: the prompt) every query row adds softmax((log A + ζ)/τ_t) to the keys,
+    τ_t = τ_init + t·(τ_end − τ_init)/max_new_tokens, ζ Gumbel noise drawn from the seeded
+    generator layer after layer; a KV head sums its query heads. Nothing is evicted (a
+    budget above the length), so every score is the sum over all forwards so far."""
+    from tokensieve.kv import attention as kv_attention
+
+    monkeypatch.setattr(kv_attention, "CHUNK", 4096)  # one noise draw per forward and layer
+    model, ids = setup
+    prompt, extra = ids[:, :20], ids[0, 20:24].tolist()
+    policy = KeyformerPolicy(budget=1000, seed=3, tau_init=1.0, tau_end=2.0, max_new_tokens=4)
+    cache = CompressedCache(model.config, policy)
+    with torch.no_grad(), compression(model, cache):
+        model(input_ids=prompt, **with_cache(cache), use_cache=True)
+        for token in extra:
+            model(input_ids=torch.tensor([[token]]), **with_cache(cache), use_cache=True)
+    full = torch.cat([prompt, torch.tensor([extra])], dim=1)
+    attentions = [a[0].double() for a in prefill_attention(model, full)]  # [heads, n, n]
+    n, layers = prompt.shape[1], len(attentions)
+    heads = attentions[0].shape[0]
+    kv_heads = model.config.num_key_value_heads
+    generator = torch.Generator().manual_seed(3)
+    expected = [torch.zeros(kv_heads, full.shape[1], dtype=torch.double) for _ in range(layers)]
+    forwards = [range(0, n)] + [range(n + t, n + t + 1) for t in range(len(extra))]
+    for t, rows in enumerate(forwards):
+        tau = 1.0 + t * (2.0 - 1.0) / 4
+        keys = rows.stop  # the keys this forward sees
+        for layer in range(layers):
+            noise = torch.rand(1, heads, len(rows), keys, generator=generator)
+            gumbel = -(-noise.clamp(1e-10, 1 - 1e-10).log()).log()
+            for h in range(heads):
+                for r, q in enumerate(rows):
+                    a, z = attentions[layer][h, q], gumbel[0, h, r]
+                    logits = [(math.log(float(a[i])) + float(z[i])) / tau if i <= q else -math.inf
+                              for i in range(keys)]  # fmt: skip
+                    top = max(logits)
+                    weights = [math.exp(v - top) for v in logits]
+                    for i in range(keys):
+                        expected[layer][h // (heads // kv_heads), i] += weights[i] / sum(weights)
+    for layer in range(layers):
+        torch.testing.assert_close(cache.layers[layer].scores[0].double(), expected[layer],
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip

@@ -163,7 +163,11 @@ def record(policy):
 
     def select(module, query, key, cache):
         keep = original(module, query, key, cache)
-        row = None if keep is None else set(torch.nonzero(keep[0, 0, 0]).flatten().tolist())
+        if keep is None:
+            row = None
+        else:  # a Shared choice: the positions that count
+            valid = keep.valid[0] if keep.valid is not None else [True] * keep.indices.shape[-1]
+            row = {int(i) for i, ok in zip(keep.indices[0], valid, strict=True) if ok}
         calls.append((module.layer_idx, query.shape[2], row))
         return keep
 

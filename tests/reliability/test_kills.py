@@ -13,7 +13,8 @@ import pytest
 from tests.reliability.conftest import kill_at, run_cli, snapshot
 
 FAST_RL = ["--steps", "2", "--save-every", "1", "--group-size", "2", "--prompts-per-step",
-           "2", "--max-new-tokens", "4", "--learning-rate", "0.01", "--quiet"]  # fmt: skip
+           "2", "--rollout-prompts", "2", "--max-new-tokens", "4", "--learning-rate", "0.01",
+           "--quiet"]  # fmt: skip
 
 
 def transplant_argv(tiny_dir, out):

@@ -9,7 +9,8 @@ import shutil
 from tests.reliability.conftest import one_line_error, snapshot
 
 FAST = ["--steps", "2", "--save-every", "1", "--group-size", "2", "--prompts-per-step", "2",
-        "--max-new-tokens", "4", "--learning-rate", "0.01", "--quiet"]  # fmt: skip
+        "--rollout-prompts", "2", "--max-new-tokens", "4", "--learning-rate", "0.01",
+        "--quiet"]  # fmt: skip
 
 
 def train(cli, tiny_dir, out, *extra):

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 FAST = ["--steps", "2", "--save-every", "1", "--group-size", "2", "--prompts-per-step", "2",
-        "--max-new-tokens", "4", "--learning-rate", "0.01", "--quiet"]  # fmt: skip
+        "--rollout-prompts", "2", "--max-new-tokens", "4", "--learning-rate", "0.01",
+        "--quiet"]  # fmt: skip
 
 
 def reward_steps(out):

@@ -18,7 +18,7 @@ def test_two_processes_train_and_log_once(tiny_dir, tmp_path):
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "tokensieve.cli", "rl", "train", "--task", "arithmetic", "--model", str(tiny_dir),
         "--out", str(out), "--steps", "2", "--save-every", "1", "--group-size", "2",
-        "--prompts-per-step", "2", "--max-new-tokens", "4", "--quiet",
+        "--prompts-per-step", "2", "--rollout-prompts", "2", "--max-new-tokens", "4", "--quiet",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,8 +9,8 @@ import pytest
 from safetensors.torch import load_file
 
 BASE = ["--task", "parity", "--steps", "2", "--save-every", "2", "--group-size", "2",
-        "--prompts-per-step", "2", "--max-new-tokens", "6", "--learning-rate", "0.05",
-        "--top-p", "1.0", "--quiet"]  # fmt: skip
+        "--prompts-per-step", "2", "--rollout-prompts", "2", "--max-new-tokens", "6",
+        "--learning-rate", "0.05", "--top-p", "1.0", "--quiet"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -69,9 +69,27 @@ def test_ppo_clipping_changes_the_update_when_the_ratio_leaves_its_range(cli, ti
         (["--num-iterations", "0"], "--num-iterations must be at least 1"),
         (["--rollout-prompts", "3"], "must be a multiple of --prompts-per-step"),
         (["--mask", "kl-cov"], "strictly on-policy"),
+        (["--rollout-prompts", "4", "--save-every", "1"], "on rollout boundaries"),
     ],
 )
 def test_off_policy_options_are_checked(cli, tiny_dir, tmp_path, extra, message):
     code, _, err = cli("rl", "train", "--model", tiny_dir, "--out", tmp_path / "r", *BASE, *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_defaults_are_the_papers_recipe_scaled_down():
+    """By default a rollout is 2 mini-batches (off-policy from the second: clipping and
+    KL-Cov act), rollouts sample the full distribution, and the loss is averaged over
+    the selected tokens for the entropy and random masks, over all tokens otherwise."""
+    from tokensieve.rl.config import RunConfig
+
+    config = RunConfig(task="arithmetic")
+    assert config.steps_per_generation == 2 and not config.on_policy
+    assert config.top_p == 1.0 and config.temperature == 1.0
+    RunConfig(task="arithmetic", mask="kl-cov").validate()  # off-policy: allowed
+    expected = {"top-entropy": "selected", "bottom-entropy": "selected", "random": "selected",
+                "all": "all", "clip-cov": "all", "kl-cov": "all"}  # fmt: skip
+    for mask, normalization in expected.items():
+        assert RunConfig(task="arithmetic", mask=mask).loss_normalization == normalization
+    assert RunConfig(task="arithmetic", normalize="all").loss_normalization == "all"

@@ -100,3 +100,29 @@ def test_an_interrupted_write_leaves_no_half_directory(tmp_path, monkeypatch):
             transplant(model, old, new_tokenizer, "random", out=out, force=force)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
     assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
+
+
+def test_a_given_shared_set_replaces_the_byte_matching():
+    """`shared` (new id → old id, e.g. another tool's matching): exactly those rows are
+    copied, a token the bytes would match but `shared` leaves out is mixed instead, and
+    a pair outside the vocabularies is refused."""
+    from tokensieve.vocab.initializers import shared_tokens
+
+    model, old = tiny_model(seed=0)
+    new_tokenizer = tiny_tokenizer(vocab_size=420)
+    by_bytes = shared_tokens(old, new_tokenizer)
+    assert len(by_bytes) > 50
+    dropped = sorted(by_bytes)[40]  # shared by bytes, left out here
+    swapped = sorted(by_bytes)[41]  # paired with another old row here
+    given = {i: j for i, j in by_bytes.items() if i != dropped}
+    given[swapped] = by_bytes[sorted(by_bytes)[42]]
+    old_rows = model.get_input_embeddings().weight.detach()
+    plan = MeanInit().plan(old, new_tokenizer, old_rows, shared=given)
+    assert plan.copies == given
+    rows = plan.apply(old_rows)
+    torch.testing.assert_close(rows[swapped], old_rows[given[swapped]])
+    assert dropped not in plan.copies and dropped in plan.mixtures  # mixed from its pieces
+    new = transplant(model, old, new_tokenizer, "mean", shared=given)
+    torch.testing.assert_close(new.get_input_embeddings().weight[swapped], old_rows[given[swapped]])
+    with pytest.raises(UserError, match="outside the vocabularies"):
+        transplant(model, old, new_tokenizer, "mean", shared={10**6: 0})

@@ -33,7 +33,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from tokensieve.errors import UserError
 from tokensieve.kv.attention import SCORING
-from tokensieve.kv.policy import Budget, Seen
+from tokensieve.kv.policy import Budget, KVPolicy, Seen
 from tokensieve.kv.rotation import rope_frequencies, rotate
 from tokensieve.lm import attention_modules
 from tokensieve.models import passed_cache, with_cache
@@ -181,6 +181,20 @@ class CompressedLayer(DynamicLayer):
         if self._keys.shape[2] > k + 4 * SLACK:  # after a prompt: give the memory back
             self._keys = self._keys[:, :, : k + SLACK].clone()
             self._values = self._values[:, :, : k + SLACK].clone()
+
+    def drop_one(self, victims: torch.Tensor) -> None:
+        """Free one slot per KV head, `victims` ``[batch, kv_heads]``: the last slot moves
+        into it (one in, one out at a decode step; nothing else is touched)."""
+        last = self.length - 1
+        at = victims[..., None]  # [b, kv, 1]
+        index = at[..., None].expand(-1, -1, 1, self._keys.shape[-1])
+        self._keys.scatter_(2, index, self._keys[:, :, last : last + 1])
+        self._values.scatter_(2, index, self._values[:, :, last : last + 1])
+        self.positions = self.positions.scatter(2, at, self.positions[..., last:])[..., :last]
+        self.scores = self.scores.scatter(2, at, self.scores[..., last:])[..., :last]
+        self.length = last
+        if self.in_order and bool((victims != last).any()):
+            self.in_order = False
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a compressed cache cannot be cropped")
@@ -350,12 +364,23 @@ class CompressedCache(Cache):
         kept = layer.physical_length()
         if kept <= budget:
             return
+        recent = min(self.policy.recent_slots(budget), max(budget - self.policy.sink, 0))
+        if kept == budget + 1 and type(self.policy).rank is KVPolicy.rank:
+            # one out (a decode step): the lowest score outside the sinks and the recent
+            # window, found by position (they are the first and the newest tokens), so
+            # nothing is sorted or copied
+            positions = layer.positions
+            protected = positions < self.policy.sink
+            if recent:
+                protected |= positions >= layer.cumulative_length - recent
+            scores = layer.scores.float().masked_fill(protected, math.inf)
+            layer.drop_one(scores.argmin(dim=-1))
+            return
         # ranked in position order, as when slots were kept sorted: the sinks are the
         # first, the recent window the last, ties and random draws fall as they did
         order = None if layer.in_order else layer.positions.argsort(dim=-1)
         stored = layer.scores if order is None else layer.scores.gather(-1, order)
         scores = self.policy.rank(stored).clone().float()
-        recent = min(self.policy.recent_slots(budget), max(budget - self.policy.sink, 0))
         if self.policy.sink:
             scores[..., : self.policy.sink] = math.inf
         if recent:

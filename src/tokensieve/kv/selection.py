@@ -26,49 +26,74 @@ IMPLEMENTATION = "tokensieve_selective"
 
 
 @dataclass
+class Shared:
+    """One choice of keys for every head: positions ``[batch, count]`` (any order) and,
+    when some entries must be ignored (a repeat), which ones count ``[batch, count]``."""
+
+    indices: torch.Tensor
+    valid: torch.Tensor | None = None
+
+
+@dataclass
 class SelectionPolicy(Budget):
     """Base for policies that select per step instead of evicting."""
 
     compresses: ClassVar[str] = "never"
 
-    def select(self, module, query: torch.Tensor, key: torch.Tensor, cache) -> torch.Tensor | None:
-        """Bool mask ``[batch, heads, 1, keys]`` of keys the query may attend to.
+    def select(self, module, query: torch.Tensor, key: torch.Tensor, cache):
+        """The keys the query may attend to: a bool mask ``[batch, heads, 1, keys]``
+        (per head), a `Shared` choice for every head, or None (all).
 
         Args: query ``[batch, heads, rows, dim]`` (after RoPE; one row at a decode step,
         a chunk of the prompt under a sparse prefill, whose last row sits at the last
         key), key ``[batch, kv_heads, keys, dim]`` (cached, after RoPE). Under a sparse
-        prefill the choice is one for every head (an expanded view).
+        prefill the choice must be `Shared`.
         """
         raise NotImplementedError
 
 
-def _shared_gathered_attention(query, key, value, mask, scaling, keep):
-    """`gathered_attention` when every head keeps the same keys (``keep`` an expanded
-    view): each KV head's chosen rows are gathered once and read by its group of query
-    heads, for one or several query rows (a prefill chunk; `mask` gives causality)."""
+def _shared_gathered_attention(query, key, value, mask, scaling, shared: Shared):
+    """`gathered_attention` for a `Shared` choice: each KV head's chosen rows are
+    gathered once and read by its group of query heads, for one or several query rows
+    (a prefill chunk; `mask` gives causality)."""
     batch, heads, rows, dim = query.shape
     kv_heads = key.shape[1]
-    row = keep[:, 0, 0]  # [b, keys]
-    count = int(row.sum(dim=-1).max())  # batch rows may keep fewer: the rest is masked
-    chosen = row.to(torch.int8).topk(count, dim=-1, sorted=False).indices
-    chosen = chosen.sort(dim=-1).values  # [b, count]
-    index = chosen[:, None, :, None].expand(batch, kv_heads, count, dim)
-    picked_keys, picked_values = key.gather(2, index), value.gather(2, index)
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads * rows, dim)
-    logits = torch.matmul(grouped, picked_keys.transpose(2, 3)) * scaling  # [b, kv, g*r, k]
+    chosen = shared.indices  # [b, count]
+    count = chosen.shape[-1]
+    picked_keys, picked_values = take(key, chosen), take(value, chosen)
+    grouped = (query * scaling).reshape(batch, kv_heads, heads // kv_heads * rows, dim)
+    logits = torch.matmul(grouped, picked_keys.transpose(2, 3))  # [b, kv, g*r, count]
     logits = logits.view(batch, kv_heads, heads // kv_heads, rows, count)
-    hidden = ~row.gather(-1, chosen)[:, None, None, None, :]
+    hidden = None if shared.valid is None else ~shared.valid[:, None, None, None, :]
     if mask is not None:  # [b, 1, rows, keys] → the chosen columns
         picked = mask[:, 0, -rows:, :].gather(-1, chosen[:, None, :].expand(-1, rows, -1))
         picked = picked[:, None, None]
         if picked.dtype == torch.bool:
-            hidden = hidden | ~picked
+            hidden = ~picked if hidden is None else hidden | ~picked
         else:
             logits = logits + picked
-    logits = logits.masked_fill(hidden, float("-inf"))
+    if hidden is not None:
+        logits = logits.masked_fill(hidden, float("-inf"))
     weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = weights.view(batch, kv_heads, heads // kv_heads * rows, count)
     return torch.matmul(weights, picked_values).view(batch, heads, rows, dim)
+
+
+def take(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``states[b, :, positions[b]]``: rows of ``[batch, heads, n, d]`` at ``[batch, k]``
+    positions, by `index_select` (a gather with a full ``[b, h, k, d]`` index tensor
+    reads that index as well, and measured 3-5x slower on CPU)."""
+    if states.shape[0] == 1:
+        return states.index_select(2, positions[0])
+    return torch.stack([s.index_select(1, p) for s, p in zip(states, positions, strict=True)])
+
+
+def _shared_from_mask(keep: torch.Tensor) -> Shared:
+    """A `Shared` choice from a bool mask that is the same for every head."""
+    row = keep[:, 0, 0]  # [b, keys]
+    count = int(row.sum(dim=-1).max())  # batch rows may keep fewer: the rest is masked
+    chosen = row.to(torch.int8).topk(count, dim=-1, sorted=False).indices
+    return Shared(chosen, row.gather(-1, chosen))
 
 
 def per_head_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -115,7 +140,7 @@ def sparse_prefill(module, query, key, value, mask, scaling, cache) -> torch.Ten
         chunk_keys, chunk_values = key[:, :, :seen], value[:, :, :seen]
         chunk_mask = mask[:, :, start:stop, :seen]
         keep = cache.policy.select(module, chunk, chunk_keys, cache)
-        if keep is not None and keep.stride(1) != 0:
+        if keep is not None and not isinstance(keep, Shared):
             raise NotImplementedError("a sparse prefill needs one choice for every head")
         if keep is None:
             outputs.append(sdpa(chunk, chunk_keys, chunk_values, chunk_mask, scaling))
@@ -128,24 +153,27 @@ def sparse_prefill(module, query, key, value, mask, scaling, cache) -> torch.Ten
 def gathered_attention(query, key, value, mask, scaling, keep) -> torch.Tensor:
     """One query row per head attending to its selected keys only: ``[b, heads, 1, d]``.
 
-    `keep` ``[b, heads, 1, keys]`` marks the same number of keys for every head (both
-    selection policies choose a fixed count). Only those keys and values are gathered,
-    from their KV head (query head h reads KV head h // group, as transformers' grouping),
-    without copying the cache per query head.
+    `keep` is a `Shared` choice, or a bool ``[b, heads, 1, keys]`` marking the same number
+    of keys for every head (TidalDecode chooses a fixed count per head). Only those keys
+    and values are gathered, from their KV head (query head h reads KV head h // group,
+    as transformers' grouping), without copying the cache per query head.
     """
     batch, heads, _, dim = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
-    if keep.stride(1) == 0:  # one choice for every head (TokenSelect): gather per KV head
+    if isinstance(keep, Shared):  # one choice for every head (TokenSelect): per KV head
         return _shared_gathered_attention(query, key, value, mask, scaling, keep)
+    if keep.stride(1) == 0:  # the same mask for every head (an expanded view)
+        return _shared_gathered_attention(query, key, value, mask, scaling,
+                                          _shared_from_mask(keep))  # fmt: skip
     count = int(keep[0, 0, 0].sum())
     # positions of the kept keys per head, in order: the largest `count` of a 0/1 row
     chosen = keep[:, :, 0].to(torch.int8).topk(count, dim=-1, sorted=False).indices
     chosen = chosen.sort(dim=-1).values  # [b, heads, count]
-    kv_of_head = torch.arange(heads, device=query.device) // (heads // kv_heads)
-    flat = (kv_of_head[None, :, None] * keys + chosen).reshape(batch, heads * count)
-    index = flat[..., None].expand(-1, -1, dim)
-    picked_keys = key.reshape(batch, kv_heads * keys, dim).gather(1, index)
-    picked_values = value.reshape(batch, kv_heads * keys, dim).gather(1, index)
+    # query heads g*group .. (g+1)*group-1 read KV head g: one index_select per KV head
+    per_kv = chosen.reshape(batch, kv_heads, (heads // kv_heads) * count)
+    picked_keys = torch.cat([take(key[:, g : g + 1], per_kv[:, g]) for g in range(kv_heads)], 1)
+    picked_values = torch.cat([take(value[:, g : g + 1], per_kv[:, g])
+                               for g in range(kv_heads)], 1)  # fmt: skip
     picked_keys = picked_keys.view(batch, heads, count, dim)
     picked_values = picked_values.view(batch, heads, count, dim)
     logits = torch.matmul(query, picked_keys.transpose(2, 3)) * scaling  # [b, heads, 1, k]

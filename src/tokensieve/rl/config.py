@@ -19,6 +19,10 @@ def _option(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
 
 
+NORMALIZE = ("auto", "selected", "all")
+DEFAULT_MINI_BATCHES = 2  # optimiser steps per rollout unless rollout_prompts says otherwise
+
+
 @dataclass(frozen=True)
 class RunConfig:
     task: str = field(metadata={"help": "the verifiable task", "choices": TASKS})
@@ -32,7 +36,8 @@ class RunConfig:
     prompts_per_step: int = _option(2, "prompts per optimiser step (the mini-batch)")
     rollout_prompts: int | None = _option(
         None, "prompts generated per rollout, split into mini-batches of prompts-per-step "
-        "(default: one mini-batch, on-policy)",
+        "(default: 2 mini-batches, the paper's recipe (512 prompts in mini-batches of 32) "
+        "scaled to this machine; equal to prompts-per-step: strictly on-policy)",
     )  # fmt: skip
     num_iterations: int = _option(1, "passes over each rollout (GRPO's μ; > 1: off-policy)")
     max_new_tokens: int = _option(96, "longest completion in tokens")
@@ -40,13 +45,21 @@ class RunConfig:
     temperature: float = _option(
         1.0, "rollout temperature (1: the paper's; entropies are the sampled policy's)"
     )
-    top_p: float = _option(0.9, "nucleus sampling of rollouts (1: off)")
+    top_p: float = _option(
+        1.0,
+        "nucleus sampling of rollouts (1: off, the paper's: samples "
+        "come from the policy whose entropies and gradients are used)",
+    )
     epsilon_high: float = _option(0.28, "clip-higher, DAPO (0.2: symmetric clipping)")
     save_every: int = _option(10, "checkpoint every N steps")
     eval_every: int = _option(0, "test accuracy every N steps, at 0 and at the end (0: never)")
     eval_problems: int = _option(64, "test problems per evaluation")
-    normalize: str = _option("all", "token-level loss over all response tokens or the "
-                             "selected ones", choices=("all", "selected"))  # fmt: skip
+    normalize: str = _option(
+        "auto", "the token-level loss's denominator: selected tokens, all response tokens, "
+        "or auto: selected for the entropy and random masks (the 80/20 authors' code "
+        "averages over them), all for all, clip-cov and kl-cov (verl's token-mean, as "
+        "their reference)", choices=NORMALIZE,
+    )  # fmt: skip
     cov_ratio: float = _option(2e-4, "share of tokens Clip-Cov / KL-Cov act on")
     implementation: str = _option(
         "tokensieve", "tokensieve's trainer, or TRL's own GRPOTrainer: the all-token anchor "
@@ -60,8 +73,8 @@ class RunConfig:
         for name in ("rho", "cov_ratio"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise UserError(f"`{name}` must be in (0, 1], got {getattr(self, name)}")
-        if self.normalize not in ("all", "selected"):
-            raise UserError("normalize must be 'all' or 'selected'")
+        if self.normalize not in NORMALIZE:
+            raise UserError(f"normalize must be one of {', '.join(NORMALIZE)}")
         for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every",
                      "eval_problems"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -84,7 +97,7 @@ class RunConfig:
             raise UserError(f"`epsilon_high` must be a number ≥ 0, got {self.epsilon_high}")
         if self.num_iterations < 1:
             raise UserError(f"`num_iterations` must be at least 1, got {self.num_iterations}")
-        rollout = self.rollout_prompts or self.prompts_per_step
+        rollout = self.rollout_prompts or DEFAULT_MINI_BATCHES * self.prompts_per_step
         if rollout < 1 or rollout % self.prompts_per_step:
             raise UserError(
                 f"`rollout_prompts` ({rollout}) must be a multiple of `prompts_per_step` "
@@ -95,13 +108,27 @@ class RunConfig:
                 "KL-Cov penalises |log π/π_old|, which is 0 in a strictly on-policy run: "
                 "give `num_iterations` > 1 or `rollout_prompts` > `prompts_per_step`"
             )
+        if self.save_every % self.steps_per_generation:
+            raise UserError(
+                f"`save_every` ({self.save_every}) must be a multiple of the mini-batches per "
+                f"rollout ({self.steps_per_generation}), so checkpoints fall on rollout "
+                "boundaries: a checkpoint inside a rollout would resume with new samples"
+            )
         if self.group_size < 2:
             raise UserError("`group_size` must be at least 2 (GRPO compares completions)")
 
     @property
     def steps_per_generation(self) -> int:
         """Optimiser steps (mini-batches) per rollout."""
-        return (self.rollout_prompts or self.prompts_per_step) // self.prompts_per_step
+        rollout = self.rollout_prompts or DEFAULT_MINI_BATCHES * self.prompts_per_step
+        return rollout // self.prompts_per_step
+
+    @property
+    def loss_normalization(self) -> str:
+        """``normalize`` with ``auto`` resolved for this mask."""
+        if self.normalize != "auto":
+            return self.normalize
+        return "all" if self.mask in ("all", "clip-cov", "kl-cov") else "selected"
 
     @property
     def on_policy(self) -> bool:

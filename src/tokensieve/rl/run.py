@@ -237,7 +237,7 @@ def _trainer(config: RunConfig, out: Path, args, model, tokenizer):
     else:
         trainer = ForkingTokenGRPOTrainer(
             **common, token_mask=config.token_mask(), seed=config.seed,
-            normalize=config.normalize,
+            normalize=config.loss_normalization,
         )  # fmt: skip
     if args.disable_tqdm:  # quiet: without a progress bar, TRL would print every log line
         trainer.remove_callback(PrinterCallback)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tokensieve.errors import UserError
 from tokensieve.lm import vocabulary_bytes
 
 
@@ -86,6 +87,24 @@ class Plan:
         return rows.to(old_rows.dtype)
 
 
+def shared_tokens(old_tokenizer, new_tokenizer) -> dict[int, int]:
+    """New id → old id for the tokens both vocabularies share: the special roles (bos,
+    eos, pad, unk), then every new token whose bytes an old token has (the first such)."""
+    old_bytes, new_bytes = vocabulary_bytes(old_tokenizer), vocabulary_bytes(new_tokenizer)
+    old_lookup: dict[bytes, int] = {}
+    for index, data in enumerate(old_bytes):
+        old_lookup.setdefault(data, index)
+    shared: dict[int, int] = {}
+    for role in ROLES:
+        old_id, new_id = getattr(old_tokenizer, role), getattr(new_tokenizer, role)
+        if old_id is not None and new_id is not None and new_id not in shared:
+            shared[new_id] = old_id
+    for index, data in enumerate(new_bytes):
+        if index not in shared and data in old_lookup:
+            shared[index] = old_lookup[data]
+    return shared
+
+
 class Initializer(ABC):
     """Copies what the old vocabulary has; `mix` decides the rest."""
 
@@ -94,19 +113,22 @@ class Initializer(ABC):
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def plan(self, old_tokenizer, new_tokenizer, old_rows: torch.Tensor) -> Plan:
+    def plan(self, old_tokenizer, new_tokenizer, old_rows: torch.Tensor,
+             shared: dict[int, int] | None = None) -> Plan:  # fmt: skip
+        """Copies for the tokens both vocabularies share (`shared`, new id → old id, or
+        by default `shared_tokens`: the same bytes), mixtures for the rest."""
         old_bytes, new_bytes = vocabulary_bytes(old_tokenizer), vocabulary_bytes(new_tokenizer)
         old_lookup: dict[bytes, int] = {}
         for index, data in enumerate(old_bytes):
             old_lookup.setdefault(data, index)
         plan = Plan(size=len(new_bytes), seed=self.seed)
-        for role in ROLES:
-            old_id, new_id = getattr(old_tokenizer, role), getattr(new_tokenizer, role)
-            if old_id is not None and new_id is not None and new_id not in plan.copies:
-                plan.copies[new_id] = old_id
-        for index, data in enumerate(new_bytes):
-            if index not in plan.copies and data in old_lookup:
-                plan.copies[index] = old_lookup[data]
+        if shared is None:
+            shared = shared_tokens(old_tokenizer, new_tokenizer)
+        for new_id, old_id in shared.items():
+            if not (0 <= new_id < len(new_bytes) and 0 <= old_id < len(old_bytes)):
+                raise UserError(f"a shared token pairs new id {new_id} with old id {old_id}, "
+                                "outside the vocabularies")  # fmt: skip
+            plan.copies[new_id] = old_id
         todo = [
             NewToken(index, data, split_with_old(data, old_tokenizer, old_lookup))
             for index, data in enumerate(new_bytes)

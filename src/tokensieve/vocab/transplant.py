@@ -22,11 +22,14 @@ def transplant(
     out: str | os.PathLike | None = None,
     force: bool = False,
     seed: int = 0,
+    shared: dict[int, int] | None = None,
     **options,
 ):
     """A copy of `model` speaking `new_tokenizer`; saved to `out` when given.
 
-    `method` is ``tokenadapt``, ``mean``, ``random`` or ``omp``; `options` go to its
+    `method` is ``tokenadapt``, ``mean``, ``random`` or ``omp``; `shared` (new id → old
+    id) replaces the shared tokens found by bytes (`tokensieve.vocab.initializers.
+    shared_tokens`), e.g. to use another tool's matching; `options` go to its
     initialiser (e.g. ``space``, ``temperature``, ``k``, ``donor_rows``). Tied
     embeddings stay tied; an untied output head gets its rows from the same plan (the
     same mixing weights) applied to the old head. `out` must not exist (unless `force`),
@@ -47,7 +50,7 @@ def transplant(
         out = check_model_output(out, [model, old_tokenizer, new_tokenizer], force)
     with torch.no_grad():
         embeddings = model.get_input_embeddings().weight
-        plan = initializer.plan(old_tokenizer, new_tokenizer, embeddings)
+        plan = initializer.plan(old_tokenizer, new_tokenizer, embeddings, shared)
         rows = plan.apply(embeddings)
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         head_rows = None if tied else plan.apply(head.weight)

@@ -43,7 +43,7 @@ import torch
 
 from tokensieve.errors import UserError
 from tokensieve.kv.rotation import rotate
-from tokensieve.kv.selection import SelectionPolicy, per_head_logits
+from tokensieve.kv.selection import SelectionPolicy, Shared, per_head_logits
 
 PREFILLS = ("full", "sparse")
 
@@ -108,7 +108,8 @@ class TokenSelectPolicy(SelectionPolicy):
 
     def select(self, module, query, key, cache):
         """The keys `query` (one decode row, or a prefill chunk whose last row sees the
-        last of `key`) attends to: ``[b, heads, 1, keys]``, shared by heads and rows."""
+        last of `key`) attends to: sink, chosen and local positions, shared by heads and
+        rows (`Shared`)."""
         rows, keys, budget = query.shape[2], key.shape[2], cache.resolve_budget()
         local = max(self.recent_slots(budget), rows)  # a chunk always sees itself
         top_k = budget - self.sink - self.recent_slots(budget)
@@ -137,11 +138,16 @@ class TokenSelectPolicy(SelectionPolicy):
         else:
             scores = per_head_logits(fingerprint, content[:, :, self.sink : keys - local])
             votes = torch.softmax(scores[:, :, 0].float(), dim=-1).sum(dim=1)  # [batch, m]
-            chosen = votes.topk(top_k, dim=-1).indices + self.sink
+            # in position order: reading the chosen keys then walks memory forwards
+            chosen = votes.topk(top_k, dim=-1).indices.sort(dim=-1).values + self.sink
             state.memory[layer] = (flat, chosen)
             state.computed += 1
-        keep = torch.zeros(query.shape[0], keys, dtype=torch.bool, device=query.device)
-        keep[:, : self.sink] = True
-        keep[:, keys - local :] = True
-        keep.scatter_(1, chosen, True)
-        return keep[:, None, None, :].expand(-1, query.shape[1], 1, -1)
+        batch, device = query.shape[0], query.device
+        fixed = torch.cat([torch.arange(self.sink, device=device),
+                           torch.arange(keys - local, keys, device=device)])  # fmt: skip
+        indices = torch.cat([fixed.expand(batch, -1), chosen], dim=-1)
+        valid = None
+        if reuse:  # a reused choice may have entered the local window since: count it once
+            valid = torch.cat([torch.ones_like(fixed, dtype=torch.bool).expand(batch, -1),
+                               chosen < keys - local], dim=-1)  # fmt: skip
+        return Shared(indices, valid)
