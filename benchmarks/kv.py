@@ -142,9 +142,12 @@ def _speed(r) -> bool:
                                             and "pages" not in r["setting"])  # fmt: skip
 
 
-def _selection(r) -> bool:  # TokenSelect's query-aware passkey rows, every variant
-    return (r["metric"] == "passkey_accuracy" and r["method"].startswith("tokenselect")
-            and r["setting"].get("mode", "aware") == "aware")  # fmt: skip
+def _selection(r) -> bool:  # TokenSelect's fidelity and query-aware passkey rows
+    if not r["method"].startswith("tokenselect"):
+        return False
+    if r["metric"] in FIDELITY_METRICS:
+        return "pages" in r["setting"]
+    return r["metric"] == "passkey_accuracy" and r["setting"].get("mode", "aware") == "aware"
 
 
 PHASE_ROWS = {  # phases --merge can rerun alone, and the rows each one writes
@@ -922,8 +925,9 @@ def main() -> None:
              "multiturn": bench.multiturn,
              "sirllm": lambda: (bench.fidelity(only=["sirllm"]),
                                 bench.passkey(1024, only=["sirllm"])),
-             "selection": lambda: [bench.passkey(n, only=["tokenselect", *SELECTION_VARIANTS])
-                                   for n in (1024, 2048)],
+             "selection": lambda: (bench.fidelity(only=["tokenselect"]),
+                                   [bench.passkey(n, only=["tokenselect", *SELECTION_VARIANTS])
+                                    for n in (1024, 2048)]),
              **{f"agnostic{n // 1024}k": (lambda n=n: bench.passkey(n, "agnostic"))
                 for n in AGNOSTIC_METHODS}}  # fmt: skip
     kept = []

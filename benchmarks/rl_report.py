@@ -68,7 +68,7 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
             f"| {arm} | {implementation.get(arm, '')} | {rho.get(arm, '')} | {_mean(starts):.3f} "
             f"| {' / '.join(f'{v:.3f}' for v in finals)} (mean {_mean(finals):.3f}) "
             f"| {_mean(finals) - _mean(starts):+.3f} | {_mean(first):.3f} → {_mean(last):.3f} "
-            f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_mean(share) if share else 1.0:.2f} "
+            f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_share(arm, share, rho.get(arm))} "
             f"| {seconds or math.nan:.1f}{ratio} | {_mean(overlap.get(arm, [])):.3f} |"
         )
     out = "\n".join(lines) + "\n" + _against_anchor(runs, arms, problems)
@@ -76,6 +76,14 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
         forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
         out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
     return out
+
+
+def _share(arm: str, share: list[float], rho) -> str:
+    """Share of tokens trained on: logged by our trainer; TRL's all-token run trains on
+    every token; TRL's flag does not log it."""
+    if share:
+        return f"{_mean(share):.2f}"
+    return "1.00" if arm == "all" else f"n/a (≈ {rho})"
 
 
 def _finals(runs: dict[str, list[dict]], arm: str) -> list[tuple[float, float]]:
