@@ -242,3 +242,22 @@ def test_options_outside_their_range_are_refused():
                     {"chunk": 0}):  # fmt: skip
         with pytest.raises(UserError):
             TokenSelectPolicy(**options)
+
+
+def test_a_model_without_fixed_rope_is_refused():
+    """Content-only ranking rotates keys back by their positions: a model whose RoPE
+    frequencies change with the length (dynamic scaling) is refused, in TokenSelect's
+    words."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                         rope_parameters={"rope_type": "dynamic", "factor": 2.0,
+                                          "rope_theta": 10000.0})  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    cache = CompressedCache(model.config, TokenSelectPolicy(budget=8))
+    with (
+        pytest.raises(UserError, match="tokenselect's content-only ranking"),
+        compression(model, cache),
+    ):
+        pass

@@ -447,7 +447,7 @@ def compression(model, cache: CompressedCache) -> Iterator[CompressedCache]:
     modules = attention_layers(model)
     follows_one_device(model)
     if getattr(cache.policy, "needs_rope", False) and cache.rope is None:
-        cache.rope = rope_frequencies(model)  # e.g. TokenSelect's un-rotated keys
+        cache.rope = rope_frequencies(model, f"{cache.policy.name}'s content-only ranking")
     if cache.policy.compresses == "never" and hasattr(cache.policy, "select"):
         from tokensieve.kv.selection import IMPLEMENTATION
 

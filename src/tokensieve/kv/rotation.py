@@ -24,20 +24,21 @@ import torch
 from tokensieve.errors import UserError
 
 
-def rope_frequencies(model) -> torch.Tensor:
+def rope_frequencies(model, purpose: str = "re-rotation (pos-shift)") -> torch.Tensor:
     """The model's RoPE inverse frequencies ``[head_dim / 2]``, after checking that every
-    layer rotates its whole head dimension with them."""
+    layer rotates its whole head dimension with them (`purpose` names the need in the
+    error)."""
     config = model.config
     name = getattr(config, "model_type", type(model).__name__)
     rotary = next((m for m in model.modules() if hasattr(m, "inv_freq")), None)
     if rotary is None:
         raise UserError(
-            f"re-rotation (pos-shift) needs RoPE positions; {name} has none (its positions "
+            f"{purpose} needs RoPE positions; {name} has none (its positions "
             "are absolute or learned)"
         )
     if getattr(rotary, "rope_type", "default") in ("dynamic", "longrope"):
         raise UserError(
-            f"re-rotation (pos-shift) needs fixed RoPE frequencies; {name} rescales them with "
+            f"{purpose} needs fixed RoPE frequencies; {name} rescales them with "
             "the length (dynamic/longrope)"
         )
     inv_freq = rotary.inv_freq.detach()
@@ -45,7 +46,7 @@ def rope_frequencies(model) -> torch.Tensor:
     no_rope = getattr(config, "no_rope_layers", None)
     if 2 * inv_freq.numel() != head_dim or (no_rope is not None and not all(no_rope)):
         raise UserError(
-            f"re-rotation (pos-shift) needs RoPE on the whole head in every layer; {name} "
+            f"{purpose} needs RoPE on the whole head in every layer; {name} "
             "rotates part of the head or skips RoPE in some layers"
         )
     return inv_freq.float()
