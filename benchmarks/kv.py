@@ -106,7 +106,7 @@ AGNOSTIC_METHODS = {  # query-agnostic: every policy and press at each context (
 MODES = ("aware", "agnostic")
 SPEED_CONTEXTS, SPEED_DECODE, SPEED_BUDGET = [1024, 2048, 4096, 8192], 24, 0.2
 SPEED_OURS = ["full", *OURS, *SELECTION_VARIANTS]
-SPEED_PRESSES = ["none", "snapkv", "streaming_llm", "decoding"]  # decoding: per-step eviction
+SPEED_PRESSES = ["none", *PRESSES]  # every press; decoding: per-step eviction, like for like
 SPEED_METRICS = ("decode_tokens_per_second", "peak_memory_mb", "prefill_seconds")
 REUSE_THRESHOLD = 0.9  # TokenSelect's reference value (its selection cache is off there)
 # streaming past the window: StreamingLLM's Figure 3 curves on 4 windows of real text
