@@ -11,12 +11,10 @@ equals eager attention.
 
 from __future__ import annotations
 
-from tokensieve.attention import attend, chunked_attention, register, sdpa
+from tokensieve.attention import chunked_attention, register, sdpa
 
 SCORING = "tokensieve_scoring"
 CHUNK = None  # query rows per chunk (None: the foundation's); tests set it small
-
-__all__ = ["SCORING", "attend", "register", "scoring_attention", "sdpa"]
 
 
 def scoring_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
