@@ -49,3 +49,20 @@ def test_decoding_overwrites_slots_instead_of_copying(tiny):
             assert layer.length == 20
     assert not layer.in_order  # slots were overwritten out of order
     assert cache.kv_bytes() == sum(layer.keys.numel() * 2 * 4 for layer in cache.layers)
+
+
+def test_a_reset_cache_runs_as_a_new_one(tiny):
+    """`reset` empties every layer (slots, positions, scores) and starts the budget and
+    the policy's state over, so a second run through the same cache equals the first."""
+    from tokensieve.kv import CompressedCache, compression, make_policy
+    from tokensieve.kv.testing import greedy_logits
+
+    model, _ = tiny
+    ids = torch.arange(3, 63)[None]
+    cache = CompressedCache(model.config, make_policy("h2o", budget=16))
+    with compression(model, cache):
+        first = greedy_logits(model, ids, cache, 6)
+    cache.reset()
+    with compression(model, cache):
+        again = greedy_logits(model, ids, cache, 6)
+    assert torch.equal(first, again)

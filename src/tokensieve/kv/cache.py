@@ -196,6 +196,12 @@ class CompressedLayer(DynamicLayer):
         if self.in_order and bool((victims != last).any()):
             self.in_order = False
 
+    def reset(self) -> None:
+        """Empty, as new (transformers' `Cache.reset`): slots, positions and scores."""
+        super().reset()
+        self.positions = self.scores = None
+        self.in_order, self.calls, self.last_query_length = True, 0, 0
+
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a compressed cache cannot be cropped")
 
@@ -255,6 +261,14 @@ class CompressedCache(Cache):
             )
             self._warned = True
         return super().update(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Empty every layer and start the budget and the policy's state over (a seeded
+        policy's random generator goes on where it was)."""
+        super().reset()
+        self.budget = self.prompt_length = None
+        self.policy_state = self.policy.new_state()
+        self.observed = False
 
     def kv_bytes(self) -> int:
         """Bytes of the kept keys and values (the memory eviction frees; each layer's
