@@ -397,12 +397,19 @@ def matching_table(records) -> list[str]:
     if like:
         bytes_row = find(records, "bits_per_byte", "tokensieve", "omp", "gemma-3")
         theirs = find(records, "bits_per_byte", "mergekit", "omp", "gemma-3")
-        lines += ["", "Gemma 3, OMP in the donor's space (k the same), bits per byte:", "",
-                  "| shared tokens from | tokensieve OMP | mergekit OMP |", "|---|---:|---:|",
-                  f"| bytes (tokensieve's) | {bytes_row['value']:.4f} | — |" if bytes_row else "",
-                  f"| normalised strings (mergekit's) | {like['value']:.4f} | "
-                  f"{theirs['value']:.4f} |" if theirs else ""]  # fmt: skip
-    return [line for line in lines if line is not None]
+        lines += [
+            "",
+            "Gemma 3, OMP in the donor's space (k the same), bits per byte:",
+            "",
+            "| shared tokens from | tokensieve OMP | mergekit OMP |",
+            "|---|---:|---:|",
+        ]
+        if bytes_row:
+            lines.append(f"| bytes (tokensieve's) | {bytes_row['value']:.4f} | — |")
+        mergekit_cell = f"{theirs['value']:.4f}" if theirs else "n/a"
+        lines.append(f"| normalised strings (mergekit's) | {like['value']:.4f} | "
+                     f"{mergekit_cell} |")  # fmt: skip
+    return lines
 
 
 def table(records) -> str:
