@@ -34,14 +34,22 @@ CHUNK = 64  # query rows per chunk: 9 MB of float32 weights for 9 heads x 4k key
 Visit = Callable[[torch.Tensor, int, int], None]  # (weights [b, h, rows, keys], start, stop)
 
 
+def grouped_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``q·k`` of every query head against its KV head's keys, ``[b, heads, rows, keys]``
+    (query head h uses KV head h // group), without copying the keys per query head."""
+    batch, heads, rows, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, (heads // kv_heads) * rows, dim)
+    return torch.matmul(grouped, key.transpose(2, 3)).view(batch, heads, rows, -1)
+
+
 def attend(query, key, value, mask, scaling, keep=None):
     """Attention of some query rows with their weights: ``(output [b, h, q, d], weights
     [b, h, q, keys])``. `mask` is these rows' additive or boolean mask; `keep`, a boolean
-    ``[b, h, q, keys]``, additionally hides keys."""
+    broadcastable to ``[b, h, q, keys]``, additionally hides keys."""
     batch, heads, rows, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = (query * scaling).reshape(batch, kv_heads, (heads // kv_heads) * rows, dim)
-    logits = torch.matmul(grouped, key.transpose(2, 3)).view(batch, heads, rows, -1)
+    logits = grouped_logits(query * scaling, key)
     if mask is not None:
         if mask.dtype == torch.bool:
             logits.masked_fill_(~mask, float("-inf"))

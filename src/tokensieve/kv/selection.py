@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import torch
 
-from tokensieve.attention import register, sdpa
+from tokensieve.attention import attend, register, sdpa
 from tokensieve.kv.policy import Budget
 
 IMPLEMENTATION = "tokensieve_selective"
@@ -56,27 +56,14 @@ def _shared_gathered_attention(query, key, value, mask, scaling, shared: Shared)
     """`gathered_attention` for a `Shared` choice: each KV head's chosen rows are
     gathered once and read by its group of query heads, for one or several query rows
     (a prefill chunk; `mask` gives causality)."""
-    batch, heads, rows, dim = query.shape
-    kv_heads = key.shape[1]
-    chosen = shared.indices  # [b, count]
-    count = chosen.shape[-1]
-    picked_keys, picked_values = take(key, chosen), take(value, chosen)
-    grouped = (query * scaling).reshape(batch, kv_heads, heads // kv_heads * rows, dim)
-    logits = torch.matmul(grouped, picked_keys.transpose(2, 3))  # [b, kv, g*r, count]
-    logits = logits.view(batch, kv_heads, heads // kv_heads, rows, count)
-    hidden = None if shared.valid is None else ~shared.valid[:, None, None, None, :]
+    rows, chosen = query.shape[2], shared.indices  # [b, count]
+    picked_mask = None
     if mask is not None:  # [b, 1, rows, keys] → the chosen columns
-        picked = mask[:, 0, -rows:, :].gather(-1, chosen[:, None, :].expand(-1, rows, -1))
-        picked = picked[:, None, None]
-        if picked.dtype == torch.bool:
-            hidden = ~picked if hidden is None else hidden | ~picked
-        else:
-            logits = logits + picked
-    if hidden is not None:
-        logits = logits.masked_fill(hidden, float("-inf"))
-    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = weights.view(batch, kv_heads, heads // kv_heads * rows, count)
-    return torch.matmul(weights, picked_values).view(batch, heads, rows, dim)
+        index = chosen[:, None, None, :].expand(-1, mask.shape[1], rows, -1)
+        picked_mask = mask[:, :, -rows:, :].gather(-1, index)
+    valid = None if shared.valid is None else shared.valid[:, None, None, :]
+    return attend(query, take(key, chosen), take(value, chosen), picked_mask, scaling,
+                  valid)[0]  # fmt: skip
 
 
 def take(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -94,15 +81,6 @@ def _shared_from_mask(keep: torch.Tensor) -> Shared:
     count = int(row.sum(dim=-1).max())  # batch rows may keep fewer: the rest is masked
     chosen = row.to(torch.int8).topk(count, dim=-1, sorted=False).indices
     return Shared(chosen, row.gather(-1, chosen))
-
-
-def per_head_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """``q_h·k`` for every query head and cached key, ``[b, heads, 1, keys]``, computed
-    per KV head (query head h uses KV head h // group) without copying the cache."""
-    batch, heads, rows, dim = query.shape
-    kv_heads = key.shape[1]
-    grouped = query.reshape(batch, kv_heads, (heads // kv_heads) * rows, dim)
-    return torch.matmul(grouped, key.transpose(2, 3)).view(batch, heads, rows, -1)
 
 
 def selective_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
@@ -176,16 +154,11 @@ def gathered_attention(query, key, value, mask, scaling, keep) -> torch.Tensor:
                                for g in range(kv_heads)], 1)  # fmt: skip
     picked_keys = picked_keys.view(batch, heads, count, dim)
     picked_values = picked_values.view(batch, heads, count, dim)
-    logits = torch.matmul(query, picked_keys.transpose(2, 3)) * scaling  # [b, heads, 1, k]
-    if mask is not None:
+    picked_mask = None
+    if mask is not None:  # the chosen columns of each head
         rows = mask[:, :, -1:, :].expand(batch, heads, 1, keys)
         picked_mask = rows.gather(-1, chosen[:, :, None, :])
-        if picked_mask.dtype == torch.bool:
-            logits = logits.masked_fill(~picked_mask, float("-inf"))
-        else:
-            logits = logits + picked_mask
-    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    return torch.matmul(weights, picked_values)
+    return attend(query, picked_keys, picked_values, picked_mask, scaling)[0]
 
 
 register(IMPLEMENTATION, selective_attention)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tokensieve.kv.selection import SelectionPolicy, per_head_logits
+from tokensieve.attention import grouped_logits
+from tokensieve.kv.selection import SelectionPolicy
 
 
 @dataclass
@@ -40,7 +41,7 @@ class TidalDecodePolicy(SelectionPolicy):
         if layer < self.sparse_start or count >= keys:
             return None
         if layer in (self.sparse_start, correction):
-            logits = per_head_logits(query, key)
+            logits = grouped_logits(query, key)
             positions = (logits * module.scaling).topk(count, -1).indices
             cache.policy_state.positions = positions
             return None  # selection layers attend fully

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tokensieve.attention import grouped_logits
 from tokensieve.errors import UserError
 from tokensieve.kv.rotation import rotate
-from tokensieve.kv.selection import SelectionPolicy, Shared, per_head_logits
+from tokensieve.kv.selection import SelectionPolicy, Shared
 
 PREFILLS = ("full", "sparse")
 
@@ -136,7 +137,7 @@ class TokenSelectPolicy(SelectionPolicy):
             chosen = memory[1]
             state.reused += 1
         else:
-            scores = per_head_logits(fingerprint, content[:, :, self.sink : keys - local])
+            scores = grouped_logits(fingerprint, content[:, :, self.sink : keys - local])
             votes = torch.softmax(scores[:, :, 0].float(), dim=-1).sum(dim=1)  # [batch, m]
             # in position order: reading the chosen keys then walks memory forwards
             chosen = votes.topk(top_k, dim=-1).indices.sort(dim=-1).values + self.sink
