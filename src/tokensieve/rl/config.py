@@ -97,7 +97,7 @@ class RunConfig:
             raise UserError(f"`epsilon_high` must be a number ≥ 0, got {self.epsilon_high}")
         if self.num_iterations < 1:
             raise UserError(f"`num_iterations` must be at least 1, got {self.num_iterations}")
-        rollout = self.rollout_prompts or DEFAULT_MINI_BATCHES * self.prompts_per_step
+        rollout = self.rollout_size
         if rollout < 1 or rollout % self.prompts_per_step:
             raise UserError(
                 f"`rollout_prompts` ({rollout}) must be a multiple of `prompts_per_step` "
@@ -120,8 +120,13 @@ class RunConfig:
     @property
     def steps_per_generation(self) -> int:
         """Optimiser steps (mini-batches) per rollout."""
-        rollout = self.rollout_prompts or DEFAULT_MINI_BATCHES * self.prompts_per_step
-        return rollout // self.prompts_per_step
+        return self.rollout_size // self.prompts_per_step
+
+    @property
+    def rollout_size(self) -> int:
+        """Prompts per rollout (`rollout_prompts`, by default `DEFAULT_MINI_BATCHES`
+        mini-batches)."""
+        return self.rollout_prompts or DEFAULT_MINI_BATCHES * self.prompts_per_step
 
     @property
     def loss_normalization(self) -> str:

@@ -90,10 +90,20 @@ class Plan:
 def shared_tokens(old_tokenizer, new_tokenizer) -> dict[int, int]:
     """New id → old id for the tokens both vocabularies share: the special roles (bos,
     eos, pad, unk), then every new token whose bytes an old token has (the first such)."""
-    old_bytes, new_bytes = vocabulary_bytes(old_tokenizer), vocabulary_bytes(new_tokenizer)
-    old_lookup: dict[bytes, int] = {}
-    for index, data in enumerate(old_bytes):
-        old_lookup.setdefault(data, index)
+    old_lookup = first_ids(vocabulary_bytes(old_tokenizer))
+    return _byte_matches(old_tokenizer, new_tokenizer, vocabulary_bytes(new_tokenizer),
+                         old_lookup)  # fmt: skip
+
+
+def first_ids(vocabulary: list[bytes]) -> dict[bytes, int]:
+    """Bytes → the first id that spells them."""
+    lookup: dict[bytes, int] = {}
+    for index, data in enumerate(vocabulary):
+        lookup.setdefault(data, index)
+    return lookup
+
+
+def _byte_matches(old_tokenizer, new_tokenizer, new_bytes, old_lookup) -> dict[int, int]:
     shared: dict[int, int] = {}
     for role in ROLES:
         old_id, new_id = getattr(old_tokenizer, role), getattr(new_tokenizer, role)
@@ -118,12 +128,10 @@ class Initializer(ABC):
         """Copies for the tokens both vocabularies share (`shared`, new id → old id, or
         by default `shared_tokens`: the same bytes), mixtures for the rest."""
         old_bytes, new_bytes = vocabulary_bytes(old_tokenizer), vocabulary_bytes(new_tokenizer)
-        old_lookup: dict[bytes, int] = {}
-        for index, data in enumerate(old_bytes):
-            old_lookup.setdefault(data, index)
+        old_lookup = first_ids(old_bytes)
         plan = Plan(size=len(new_bytes), seed=self.seed)
-        if shared is None:
-            shared = shared_tokens(old_tokenizer, new_tokenizer)
+        if shared is None:  # by bytes, from the vocabularies read above
+            shared = _byte_matches(old_tokenizer, new_tokenizer, new_bytes, old_lookup)
         for new_id, old_id in shared.items():
             if not (0 <= new_id < len(new_bytes) and 0 <= old_id < len(old_bytes)):
                 raise UserError(f"a shared token pairs new id {new_id} with old id {old_id}, "
