@@ -108,11 +108,16 @@ class CompressedLayer(DynamicLayer):
         self._values[:, :, start : start + new] = value_states
         self.length = start + new
 
+    def position_order(self) -> torch.Tensor | None:
+        """Slots by position ``[batch, kv_heads, kept]``, or None while they are in order."""
+        return None if self.in_order else self.positions.argsort(dim=-1)
+
     def ranks(self) -> torch.Tensor:
         """Each slot's rank by position among the kept ones ``[batch, kv_heads, kept]``."""
-        if self.in_order:
+        order = self.position_order()
+        if order is None:
             return torch.arange(self.length, device=self.positions.device)
-        return self.positions.argsort(dim=-1).argsort(dim=-1)
+        return order.argsort(dim=-1)
 
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
@@ -320,10 +325,10 @@ class CompressedCache(Cache):
         layer = self.layers[layer_idx]
         if attention.shape[-1] < layer.length:  # a chunk's rows see no later key: weight 0
             attention = torch.nn.functional.pad(attention, (0, layer.length - attention.shape[-1]))
-        if not self.policy.ordered or layer.in_order:
+        order = layer.position_order() if self.policy.ordered else None
+        if order is None:
             layer.scores = self.policy.score(layer.scores, self.seen(layer_idx, attention))
         else:
-            order = layer.positions.argsort(dim=-1)  # [b, kv, kept]: slots by position
             group = attention.shape[1] // order.shape[1]
             columns = order.repeat_interleave(group, dim=1)[:, :, None, :]
             attention = attention.gather(-1, columns.expand(-1, -1, attention.shape[2], -1))
@@ -392,7 +397,7 @@ class CompressedCache(Cache):
             return
         # ranked in position order, as when slots were kept sorted: the sinks are the
         # first, the recent window the last, ties and random draws fall as they did
-        order = None if layer.in_order else layer.positions.argsort(dim=-1)
+        order = layer.position_order()
         stored = layer.scores if order is None else layer.scores.gather(-1, order)
         scores = self.policy.rank(stored).clone().float()
         if self.policy.sink:
