@@ -149,6 +149,29 @@ def test_every_method_mixes_onto_a_tokenizer_that_differs(method):
         for rows, source in ((new_rows, embeddings), (new_head, head)):
             expected = sum(w * source[i].double() for i, w in zip(ids, weights, strict=True))
             torch.testing.assert_close(rows[new_id], expected, rtol=1e-5, atol=1e-6)
+    assert plan.draw == ("normal" if method == "tokenadapt" else "sphere")
     mean_norm = embeddings.norm(dim=1).mean().item()
     for new_id in plan.random_ids():
-        assert new_rows[new_id].norm().item() == pytest.approx(mean_norm, rel=1e-4)
+        if plan.draw == "sphere":
+            assert new_rows[new_id].norm().item() == pytest.approx(mean_norm, rel=1e-4)
+
+
+def test_rows_nothing_fills_are_drawn_as_each_reference_draws_them():
+    """"sphere": a random direction of the old rows' mean norm; "normal" (TokenAdapt's
+    reference): every entry from N(mean, std) of the old matrix's entries."""
+    from tokensieve.vocab.initializers import Plan
+
+    generator = torch.Generator().manual_seed(5)
+    old = torch.randn(300, 64, generator=generator) * 0.7 + 0.25  # a mean away from 0
+    mean, std = old.mean().item(), old.std().item()
+    normal = Plan(size=1000, draw="normal", seed=1).apply(old)
+    n = normal.numel()
+    assert abs(normal.mean().item() - mean) < 5 * std / math.sqrt(n)
+    assert normal.std().item() == pytest.approx(std, rel=0.02)
+    assert normal.norm(dim=1).std().item() > 0.01  # norms vary, unlike the sphere
+    sphere = Plan(size=1000, draw="sphere", seed=1).apply(old)
+    norms = sphere.norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, old.norm(dim=1).mean().item()))
+    assert abs(sphere.mean().item()) < 5 * sphere.std().item() / math.sqrt(n)  # centred at 0
+    again = Plan(size=1000, draw="normal", seed=1).apply(old)
+    assert torch.equal(normal, again)  # seeded

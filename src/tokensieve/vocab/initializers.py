@@ -10,6 +10,13 @@ output head, so both get the same mixing weights (as TokenAdapt does).
 - `RandomInit`: a random direction with the mean norm of the old rows (seeded).
 - `TokenAdaptInit` (tokenadapt.py) and `OMPInit` (omp.py): mixtures chosen in an
   auxiliary embedding space.
+
+Rows nothing fills are drawn at random, in one of two ways (`Plan.draw`): ``"sphere"``, a
+random direction scaled to the old rows' mean norm (every initialiser but TokenAdapt), or
+``"normal"``, each entry from N(mean, std) of all the old matrix's entries, which is how
+TokenAdapt's reference fills the rows its heuristics leave (Tinycompany-AI/tokenadapt,
+``src/tied.py`` and ``src/untied.py``: the new matrix is ``normal_(mean, std)`` of the old
+one, input and output head each with their own statistics, before rows are written).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class Plan:
     copies: dict[int, int] = field(default_factory=dict)  # new id → old id
     mixtures: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
     seed: int = 0
+    draw: str = "sphere"  # or "normal" (see the module docstring)
 
     def random_ids(self) -> list[int]:
         return [i for i in range(self.size) if i not in self.copies and i not in self.mixtures]
@@ -81,9 +89,12 @@ class Plan:
         drawn = self.random_ids()
         if drawn:
             generator = torch.Generator().manual_seed(self.seed)
-            directions = torch.randn(len(drawn), old.shape[1], generator=generator)
-            norm = old.norm(dim=1).mean()
-            rows[torch.tensor(drawn)] = directions / directions.norm(dim=1, keepdim=True) * norm
+            noise = torch.randn(len(drawn), old.shape[1], generator=generator)
+            if self.draw == "normal":
+                rows[torch.tensor(drawn)] = noise * old.std() + old.mean()
+            else:
+                norm = old.norm(dim=1).mean()
+                rows[torch.tensor(drawn)] = noise / noise.norm(dim=1, keepdim=True) * norm
         return rows.to(old_rows.dtype)
 
 
@@ -119,6 +130,7 @@ class Initializer(ABC):
     """Copies what the old vocabulary has; `mix` decides the rest."""
 
     name = "initializer"
+    draw = "sphere"  # how the rows nothing fills are drawn (Plan.draw)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -129,7 +141,7 @@ class Initializer(ABC):
         by default `shared_tokens`: the same bytes), mixtures for the rest."""
         old_bytes, new_bytes = vocabulary_bytes(old_tokenizer), vocabulary_bytes(new_tokenizer)
         old_lookup = first_ids(old_bytes)
-        plan = Plan(size=len(new_bytes), seed=self.seed)
+        plan = Plan(size=len(new_bytes), seed=self.seed, draw=self.draw)
         if shared is None:  # by bytes, from the vocabularies read above
             shared = _byte_matches(old_tokenizer, new_tokenizer, new_bytes, old_lookup)
         for new_id, old_id in shared.items():

@@ -9,7 +9,9 @@ For a new token with text ``s`` (per the reference code, Tinycompany-AI/tokenada
   ``softmax(sim / τ)`` with those below `threshold` zeroed and the rest renormalised;
 - hybrid: ``(1 − λ)·e_local + λ·e_global``; if one side fails, the other alone.
 
-Defaults τ = 0.3, top_k = 3, λ = 0.3, threshold = 0 (the reference's).
+Defaults τ = 0.3, top_k = 3, λ = 0.3, threshold = 0 (the reference's). A token both
+sides fail for keeps a row drawn as the reference draws it: each entry from N(mean, std) of
+the old matrix (``draw = "normal"``, see initializers.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tokensieve.vocab.initializers import Initializer
 
 class TokenAdaptInit(Initializer):
     name = "tokenadapt"
+    draw = "normal"
 
     def __init__(
         self,
