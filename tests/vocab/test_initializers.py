@@ -157,7 +157,7 @@ def test_every_method_mixes_onto_a_tokenizer_that_differs(method):
 
 
 def test_rows_nothing_fills_are_drawn_as_each_reference_draws_them():
-    """"sphere": a random direction of the old rows' mean norm; "normal" (TokenAdapt's
+    """ "sphere": a random direction of the old rows' mean norm; "normal" (TokenAdapt's
     reference): every entry from N(mean, std) of the old matrix's entries."""
     from tokensieve.vocab.initializers import Plan
 
