@@ -110,6 +110,7 @@ SPEED_PRESSES = ["none", *PRESSES]  # every press; decoding: per-step eviction, 
 SPEED_METRICS = ("decode_tokens_per_second", "peak_memory_mb", "prefill_seconds")
 REUSE_THRESHOLD = 0.9  # TokenSelect's reference value (its selection cache is off there)
 # streaming past the window: StreamingLLM's Figure 3 curves on 4 windows of real text
+SINK_TOKENS = 1024  # the first tokens of the stream, read once to measure the sink's share
 STREAM_WINDOWS, STREAM_BUDGET, STREAM_CHUNK, STREAM_REPORT = 4, 1024, 32, 1024
 STREAM_CURVES = [  # (label, sink, pos_shift)
     ("sinks + window, re-rotated", 4, True),
@@ -153,7 +154,7 @@ def _selection(r) -> bool:  # TokenSelect's fidelity and query-aware passkey row
 PHASE_ROWS = {  # phases --merge can rerun alone, and the rows each one writes
     "speed": _speed,
     "selection": _selection,
-    "stream": lambda r: r["metric"] == "stream_perplexity",
+    "stream": lambda r: r["metric"] in ("stream_perplexity", "sink_attention_share"),
     "sirllm": _sirllm_aware,
     "multiturn": lambda r: r["metric"] in ("multiturn_accuracy", "multiturn_peak_kept"),
     **{f"agnostic{n // 1024}k": _agnostic(n) for n in AGNOSTIC_METHODS},
@@ -265,6 +266,23 @@ class Bench:
                 )
 
             self.cell(f"stream/{sink}/{shift}/{len(ids)}", curve)
+        self.cell(f"stream/sink-share/{SINK_TOKENS}", lambda: self.sink_share(ids[:SINK_TOKENS]))
+
+    def sink_share(self, ids) -> list[dict]:
+        """How much each layer leans on the first token (the sink StreamingLLM keeps): its
+        attention weight, mean over heads and the query rows past the first 128."""
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        try:
+            with torch.no_grad():
+                out = self.model(input_ids=ids[None].to(self.model.device), output_attentions=True)
+        finally:
+            self.model.set_attn_implementation(previous)
+        setting = {"model": EMBEDDED_NAME, "context_tokens": len(ids), "rows_from": 128,
+                   "text": "python3.11-doc library/*.rst.txt"}  # fmt: skip
+        return [record("kv", "full", "tokensieve", {**setting, "layer": i},
+                       "sink_attention_share", float(a[0, :, 128:, 0].mean()), "fraction")
+                for i, a in enumerate(out.attentions)]  # fmt: skip
 
     # 5. multi-turn conversations ----------------------------------------------------------
     def multiturn(self) -> None:
@@ -701,6 +719,20 @@ def stream_table(records) -> list[str]:
             f"{max(values):.2f} | {statistics.mean(past) if past else float('nan'):.2f} | "
             f"{setting.get('max_position', '')} | {setting.get('seconds', '')} |"
         )
+    shares = [r for r in records if r["metric"] == "sink_attention_share"]
+    if shares:
+        values = [r["value"] for r in sorted(shares, key=lambda r: r["setting"]["layer"])]
+        lines += [
+            "",
+            f"Attention weight on the first token (the sink), per layer, mean over heads and "
+            f"query rows 128–{shares[0]['setting']['context_tokens'] - 1} of the stream's "
+            f"first {shares[0]['setting']['context_tokens']} tokens (mean over layers "
+            f"{statistics.mean(values):.2f}):",
+            "",
+            "| layer | " + " | ".join(str(i) for i in range(len(values))) + " |",
+            "|---|" + "---:|" * len(values),
+            "| share | " + " | ".join(f"{v:.2f}" for v in values) + " |",
+        ]
     return lines
 
 

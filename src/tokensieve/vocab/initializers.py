@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -67,7 +68,7 @@ class Plan:
     copies: dict[int, int] = field(default_factory=dict)  # new id → old id
     mixtures: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
     seed: int = 0
-    draw: str = "sphere"  # or "normal" (see the module docstring)
+    draw: Literal["sphere", "normal"] = "sphere"  # see the module docstring
 
     def random_ids(self) -> list[int]:
         return [i for i in range(self.size) if i not in self.copies and i not in self.mixtures]
