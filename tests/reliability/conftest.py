@@ -29,13 +29,20 @@ def run_cli(*argv, env=None, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_at(point: str, argv, tmp_path: Path, sig=signal.SIGTERM):
     """Run the CLI until it reaches `point`, send `sig`, return (exit code, stderr)."""
     flag = tmp_path / f"paused-{point}"
     env = {**os.environ, "TOKENSIEVE_PAUSE_AT": point, "TOKENSIEVE_PAUSE_FLAG": str(flag)}
     command = [sys.executable, "-m", "tokensieve.cli", *map(str, argv)]
+    # a shell's background job (`make test &`) ignores SIGINT, and a child inherits that
+    # (Python then keeps it ignored): give the CLI the default disposition, as a terminal has
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + 240
     while not flag.exists():
         if process.poll() is not None:
