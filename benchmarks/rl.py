@@ -5,13 +5,18 @@ unchanged (the anchor: every response token carries the gradient); ``top_entropy
 is TRL's own ``top_entropy_quantile=0.2`` flag (the anchor for the paper's method); ours
 are ``top_entropy`` (rho 0.2, the paper's recipe), ``bottom_entropy`` (rho 0.8, the other
 80%), ``random`` (rho 0.2, the matched-size control), ``clip_cov`` and ``kl_cov`` (Cui et
-al.'s covariance methods), all through `ForkingTokenGRPOTrainer`. Two tasks,
+al.'s covariance methods; Clip-Cov with PPO's clip off, as its recipes), all through
+`ForkingTokenGRPOTrainer`. TRL's flag divides the loss by all response tokens, ours by the
+selected ones (the 80/20 code's), so those two arms differ in that only (the selections
+are equal, and with ``normalize all`` the losses are, both tested). Two tasks,
 ``arithmetic`` and ``countdown``, two seeds each. Sized for 2 CPU cores with the paper's
 recipe scaled down: 40 optimiser steps of 2 prompts × 4 completions of at most 48 tokens,
 rollouts of 4 prompts (2 mini-batches per rollout, so updates after the first are
-off-policy and clipping and KL-Cov act), learning rate 1e-5, temperature 1, top-p 1.0
-(the full distribution, as the paper), the loss averaged over the selected tokens for the
-entropy and random masks and over all tokens for the others (`normalize auto`). Test
+off-policy and clipping and KL-Cov act; at most 384 response tokens per mini-batch, so
+Clip-Cov's and KL-Cov's 2e-4 share is their minimum of one token), learning rate 1e-5,
+temperature 1, top-p 1.0 (the full distribution, as the paper), the loss averaged over
+the selected tokens for the entropy and random masks and over all tokens for the others
+(`normalize auto`). Test
 accuracy on 64 held-out problems every 10 steps (same sampling, fixed seed). Then the
 paper's overlap analysis per task: the base model's greedy test answers scored under the
 base and every trained model (entropy histograms, frequent forking tokens, share of the
@@ -47,6 +52,10 @@ ARMS = {
     "clip_cov": ("tokensieve", "clip-cov", 1.0),
     "kl_cov": ("tokensieve", "kl-cov", 1.0),
 }
+# Per-arm options of the reference recipes (PRIME-RL's Entropy-Mechanism-of-RL,
+# recipe/dapo/7b_clip_cov.sh: clip_ratio_low = clip_ratio_high = 1, i.e. PPO's clip off;
+# the KL-Cov recipes keep 0.2, and so does every other arm here with clip-higher 0.28).
+ARM_OPTIONS = {"clip_cov": {"epsilon": 1.0, "epsilon_high": 1.0}}
 MAIN_ARMS = ["all", "top_entropy_trl", "top_entropy", "bottom_entropy", "random", "clip_cov",
              "kl_cov"]  # fmt: skip
 # metrics.jsonl key → results metric name (the benchmark format's names)
@@ -70,8 +79,9 @@ def run_dir(task: str, method: str, seed: int) -> Path:
 def config(task: str, method: str, seed: int) -> RunConfig:
     implementation, mask, rho = ARMS[method]
     return RunConfig(
-        task=task, mask=mask, rho=rho, seed=seed, implementation=implementation, **BUDGET
-    )
+        task=task, mask=mask, rho=rho, seed=seed, implementation=implementation,
+        **{**BUDGET, **ARM_OPTIONS.get(method, {})},
+    )  # fmt: skip
 
 
 def train_all(tasks: list[str], methods: list[str], seeds: list[int]) -> None:

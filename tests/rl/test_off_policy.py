@@ -68,6 +68,8 @@ def test_ppo_clipping_changes_the_update_when_the_ratio_leaves_its_range(cli, ti
     [
         (["--num-iterations", "0"], "--num-iterations must be at least 1"),
         (["--rollout-prompts", "3"], "must be a multiple of --prompts-per-step"),
+        (["--rollout-prompts", "0"], "must be a multiple of --prompts-per-step"),
+        (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
         (["--mask", "kl-cov"], "strictly on-policy"),
         (["--rollout-prompts", "4", "--save-every", "1"], "on rollout boundaries"),
     ],
@@ -93,3 +95,16 @@ def test_the_defaults_are_the_papers_recipe_scaled_down():
     for mask, normalization in expected.items():
         assert RunConfig(task="arithmetic", mask=mask).loss_normalization == normalization
     assert RunConfig(task="arithmetic", normalize="all").loss_normalization == "all"
+
+
+def test_the_clip_cov_recipe_switches_ppos_clip_off_in_trl(tmp_path):
+    """The reference's Clip-Cov recipes set clip_ratio_low = clip_ratio_high = 1; the
+    options reach TRL's config (the lower one as TRL's `epsilon`)."""
+    from tokensieve.rl.config import RunConfig
+    from tokensieve.rl.run import _grpo_args
+
+    config = RunConfig(task="arithmetic", mask="clip-cov", epsilon=1.0, epsilon_high=1.0)
+    config.validate()
+    args = _grpo_args(config, tmp_path, progress=False)
+    assert (args.epsilon, args.epsilon_high) == (1.0, 1.0)
+    assert _grpo_args(RunConfig(task="arithmetic"), tmp_path, progress=False).epsilon == 0.2

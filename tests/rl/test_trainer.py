@@ -185,6 +185,81 @@ def test_clip_cov_drops_exactly_the_tokens_its_rule_picks(tiny, tmp_path):
                                                     abs=1e-8)  # fmt: skip
 
 
+def test_clip_cov_off_policy_skips_tokens_ppo_clipped_and_keeps_the_clip(tiny, tmp_path):
+    """Off-policy (two passes over each batch, a tight clip): the tokens PPO clips are
+    worked out here from the ratio, never offered to Clip-Cov, and the loss keeps the
+    clipped surrogate on the rest (the reference's `compute_policy_loss_clip_cov`)."""
+    mask = ClipCov(ratio=0.2, low=-1e9, high=1e9)
+    trainer = make_trainer(tiny, tmp_path, mask, seed=3, overrides={
+        "num_iterations": 2, "max_steps": 2, "epsilon": 0.01, "epsilon_high": 0.01})  # fmt: skip
+    calls = record_losses(trainer)
+    trainer.train()
+    clipped_seen = 0
+    for call in calls:
+        valid = call["inputs"]["completion_mask"].bool()
+        log_prob, old = call["log_prob"], call["inputs"].get("old_per_token_logps")
+        old = log_prob if old is None else old
+        advantages = call["inputs"]["advantages"][:, None].expand_as(log_prob)
+        clipped = torch.zeros_like(valid)
+        for b, t in valid.nonzero().tolist():
+            ratio, a = math.exp(float(log_prob[b, t]) - float(old[b, t])), float(advantages[b, t])
+            clipped[b, t] = (a > 0 and ratio > 1.01) or (a < 0 and ratio < 0.99)
+        clipped_seen += int(clipped.sum())
+        generator = torch.Generator().manual_seed(0)
+        generator.set_state(call["generator"])
+        expected = mask.select(valid=valid, log_prob=log_prob, advantages=advantages,
+                               clipped=clipped, generator=generator).policy  # fmt: skip
+        assert torch.equal(call["selection"].policy, expected)
+        assert not (clipped & ~call["selection"].policy).any()  # a clipped token stays
+        assert float(call["loss"]) == pytest.approx(reference_loss(call, trainer), rel=1e-5,
+                                                    abs=1e-8)  # fmt: skip
+    assert clipped_seen, "nothing was clipped: the rule was not exercised"
+
+
+def test_top_entropy_with_all_tokens_normalised_is_trls_own_flag(tiny, tmp_path):
+    """The anchor arm: TRL's `top_entropy_quantile=0.2` and `TopEntropy(0.2)` divided by
+    all response tokens give the same loss on the same batch, on- and off-policy; the
+    default (`auto`) divides by the selected tokens instead, as the 80/20 code.
+
+    A group's completions share their first token's entropy, and at a tie TRL keeps
+    every tied token where we keep exactly ceil(ρn); both trainers therefore see the
+    same entropies with a tiny position-dependent offset, which only breaks ties."""
+    trainer = make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="all",
+                           overrides={"num_iterations": 2, "max_steps": 2})  # fmt: skip
+    plain = make_trainer(tiny, tmp_path, None, cls=trl.GRPOTrainer,
+                         overrides={"top_entropy_quantile": 0.2})  # fmt: skip
+    for each in (trainer, plain):
+        forward = each._get_per_token_logps_and_entropies
+
+        def untied(*args, forward=forward, **kwargs):
+            log_prob, entropies, *rest = forward(*args, **kwargs)
+            if entropies is not None:
+                offset = torch.arange(entropies.numel(), dtype=entropies.dtype)
+                entropies = entropies + 1e-4 * offset.reshape(entropies.shape) / offset.numel()
+            return (log_prob, entropies, *rest)
+
+        each._get_per_token_logps_and_entropies = untied
+    pairs = []
+    ours = trainer._compute_loss
+
+    def both(model, inputs):
+        plain.current_gradient_accumulation_steps = trainer.current_gradient_accumulation_steps
+        plain.args.steps_per_generation = trainer.args.steps_per_generation
+        with torch.no_grad():
+            theirs = trl.GRPOTrainer._compute_loss(plain, model, inputs)
+        loss = ours(model, inputs)
+        pairs.append((loss.detach(), theirs))
+        return loss
+
+    trainer._compute_loss = both
+    trainer.train()
+    assert len(pairs) == 2
+    for loss, theirs in pairs:
+        torch.testing.assert_close(loss, theirs, rtol=1e-5, atol=1e-7)
+    assert make_trainer(tiny, tmp_path, TopEntropy(0.2)).normalize == "selected"
+    assert make_trainer(tiny, tmp_path, KLCov()).normalize == "all"
+
+
 def test_kl_cov_loss_is_the_references_unclipped_loss_plus_its_penalty(tiny, tmp_path):
     mask = KLCov(ratio=0.25, kl_coef=2.0)
     # two optimisation passes over each batch: the second one is off-policy, |log r| > 0

@@ -76,6 +76,39 @@ def test_sliding_windows_equal_the_one_window_per_token_definition():
         assert result.bits_per_byte == pytest.approx(expected, rel=1e-5), window
 
 
+def strided_windows_one_forward_per_token(model, tokenizer, texts, window, stride):
+    """The docstring's definition, slowly: targets are taken in blocks of
+    ``min(stride, window − 1)`` after BOS; a block's window ends at its last target and
+    holds at most `window` tokens; each target is scored by its own forward over the
+    window's tokens before it."""
+    step = min(stride, window - 1)
+    nll, size = 0.0, 0
+    for text in texts:
+        ids = [tokenizer.bos_token_id or tokenizer.eos_token_id]
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        for target in range(1, len(ids)):
+            block_end = min(1 + ((target - 1) // step + 1) * step, len(ids))
+            context = ids[max(0, block_end - window) : target]
+            with torch.no_grad():
+                logits = model(torch.tensor([context])).logits[0, -1].double()
+            nll -= float(torch.log_softmax(logits, -1)[ids[target]])
+        size += len(text.encode())
+    return nll / (math.log(2) * size)
+
+
+@pytest.mark.parametrize("window, stride", [(16, 16), (8, 3), (6, 4), (5, 9)])
+def test_strided_windows_equal_the_definition_on_a_long_document(window, stride):
+    model, tokenizer = tiny_model(seed=4)
+    long_texts = [" ".join(TEXTS * 2)]
+    if stride > window:
+        with pytest.raises(ValueError):
+            bits_per_byte(model, tokenizer, long_texts, window=window, stride=stride)
+        return
+    result = bits_per_byte(model, tokenizer, long_texts, window=window, stride=stride)
+    expected = strided_windows_one_forward_per_token(model, tokenizer, long_texts, window, stride)
+    assert result.bits_per_byte == pytest.approx(expected, rel=1e-5)
+
+
 def test_stride_equal_to_the_window_on_a_long_document():
     """It raised on any document longer than the window; now each forward scores
     window − 1 tokens and every token is scored once."""

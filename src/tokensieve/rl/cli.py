@@ -110,10 +110,11 @@ def register(commands) -> None:
     e = sub.add_parser("eval", help="test accuracy of a model on a task")
     e.add_argument("--task", required=True, choices=TASKS)
     e.add_argument("--model", help="model directory (e.g. RUN/final; default: embedded)")
-    e.add_argument("--problems", type=int, default=32)
+    e.add_argument("--problems", type=int, default=64, help="(default 64, as rl train's)")
     e.add_argument("--max-new-tokens", type=int, default=96)
     e.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
-    e.add_argument("--top-p", type=float, default=0.9)
+    e.add_argument("--top-p", type=float, default=1.0,
+                   help="(default 1.0: rl train's sampling, as its test_accuracy)")  # fmt: skip
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
     e.add_argument("--quiet", action="store_true")

@@ -50,6 +50,10 @@ class RunConfig:
         "nucleus sampling of rollouts (1: off, the paper's: samples "
         "come from the policy whose entropies and gradients are used)",
     )
+    epsilon: float = _option(
+        0.2, "PPO's lower clip: ratios below 1 - epsilon stop counting (the Clip-Cov "
+        "recipes set 1 here and in --epsilon-high, switching clipping off)",
+    )  # fmt: skip
     epsilon_high: float = _option(0.28, "clip-higher, DAPO (0.2: symmetric clipping)")
     save_every: int = _option(10, "checkpoint every N steps")
     eval_every: int = _option(0, "test accuracy every N steps, at 0 and at the end (0: never)")
@@ -95,6 +99,8 @@ class RunConfig:
             raise UserError(f"`learning_rate` must be a positive number, got {self.learning_rate}")
         if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
             raise UserError(f"`epsilon_high` must be a number ≥ 0, got {self.epsilon_high}")
+        if not (math.isfinite(self.epsilon) and 0 <= self.epsilon <= 1):
+            raise UserError(f"`epsilon` must be in [0, 1], got {self.epsilon}")
         if self.num_iterations < 1:
             raise UserError(f"`num_iterations` must be at least 1, got {self.num_iterations}")
         rollout = self.rollout_size
@@ -126,14 +132,16 @@ class RunConfig:
     def rollout_size(self) -> int:
         """Prompts per rollout (`rollout_prompts`, by default `DEFAULT_MINI_BATCHES`
         mini-batches)."""
-        return self.rollout_prompts or DEFAULT_MINI_BATCHES * self.prompts_per_step
+        if self.rollout_prompts is None:
+            return DEFAULT_MINI_BATCHES * self.prompts_per_step
+        return self.rollout_prompts
 
     @property
     def loss_normalization(self) -> str:
         """``normalize`` with ``auto`` resolved for this mask."""
         if self.normalize != "auto":
             return self.normalize
-        return "all" if self.mask in ("all", "clip-cov", "kl-cov") else "selected"
+        return MASKS[self.mask].normalize
 
     @property
     def on_policy(self) -> bool:

@@ -180,6 +180,7 @@ def _grpo_args(config: RunConfig, out: Path, progress: bool):
             learning_rate=config.learning_rate,
             temperature=config.temperature,
             top_p=config.top_p,
+            epsilon=config.epsilon,
             epsilon_high=config.epsilon_high,
             num_iterations=config.num_iterations,
             # TRL's own flag for the paper's method, the anchor of `--mask top-entropy`

@@ -14,6 +14,11 @@ All strategies see batch tensors ``[batch, response_len]`` and a ``valid`` mask
 Entropy is at temperature 1 over the full vocabulary; quantiles are taken over the
 valid tokens of the whole batch, with exactly ``ceil(rho·n)`` tokens (ties by position),
 the same rule as `tokensieve.scoring.forking_tokens`.
+
+Each strategy names the loss denominator its method uses (``normalize``): the selected
+tokens for the entropy masks, as the 80/20 authors' code averages over them (and the
+random control with them); all response tokens for ``AllTokens``, Clip-Cov and KL-Cov
+(verl's ``token-mean``, as PRIME-RL's Entropy-Mechanism-of-RL recipes).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -48,6 +54,8 @@ def _count(rho: float, n: int) -> int:
 
 
 class TokenMask(ABC):
+    normalize: ClassVar[str] = "all"  # the loss denominator of this mask's method
+
     @abstractmethod
     def select(
         self,
@@ -69,6 +77,7 @@ class AllTokens(TokenMask):
 
 @dataclass
 class TopEntropy(TokenMask):
+    normalize: ClassVar[str] = "selected"
     rho: float = 0.2
 
     def __post_init__(self):
@@ -80,6 +89,7 @@ class TopEntropy(TokenMask):
 
 @dataclass
 class BottomEntropy(TokenMask):
+    normalize: ClassVar[str] = "selected"
     rho: float = 0.8
 
     def __post_init__(self):
@@ -98,6 +108,7 @@ def _rank_entropy(entropy, valid, rho, highest: bool) -> torch.Tensor:
 
 @dataclass
 class RandomTokens(TokenMask):
+    normalize: ClassVar[str] = "selected"
     rho: float = 0.2
 
     def __post_init__(self):

@@ -16,8 +16,11 @@ quantile over all processes' tokens, as TRL does.
   Entropy-Mechanism-of-RL, ``compute_policy_loss_kl_cov``). Clip-Cov drops its tokens
   from the clipped surrogate, choosing among tokens PPO has not already clipped.
 - Normalisation: ``"all"`` divides by the response tokens exactly as TRL's default
-  ``dapo`` loss does (so ``--mask all`` trains as TRL's own trainer; a test checks the
-  two losses agree); ``"selected"`` averages over the selected tokens.
+  ``dapo`` loss does (so ``--mask all`` trains as TRL's own trainer, and
+  ``TopEntropy(rho)`` as TRL's ``top_entropy_quantile=rho``; tests check both losses
+  agree); ``"selected"`` averages over the selected tokens; ``"auto"`` (the default) is
+  the mask's own method's (``TokenMask.normalize``: selected for the entropy and random
+  masks, all for the others).
 - Not supported (refused): a reference-model KL (``beta > 0``), loss types other than
   ``dapo``, sequence-level importance sampling, vLLM.
 """
@@ -47,13 +50,13 @@ class ForkingTokenGRPOTrainer(GRPOTrainer):
         *args,
         token_mask: TokenMask | None = None,
         seed: int = 0,
-        normalize: str = "all",
+        normalize: str = "auto",
         **kwargs,
     ):
         self.token_mask = token_mask or TopEntropy(0.2)
-        if normalize not in ("all", "selected"):
-            raise UserError("normalize must be 'all' or 'selected'")
-        self.normalize = normalize
+        if normalize not in ("auto", "all", "selected"):
+            raise UserError("normalize must be 'auto', 'all' or 'selected'")
+        self.normalize = self.token_mask.normalize if normalize == "auto" else normalize
         config = kwargs.get("args")
         if not isinstance(config, GRPOConfig):
             raise UserError("pass a trl.GRPOConfig as args=")
