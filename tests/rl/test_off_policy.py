@@ -38,9 +38,12 @@ def same(a, b) -> bool:
 
 
 def test_kl_cov_penalty_changes_the_update_once_off_policy(cli, tiny_dir, tmp_path):
+    # `all` with the clip out of reach is KL-Cov's unclipped -A·r without the penalty, so
+    # a difference below is the penalty's alone
     two = ["--num-iterations", "2"]
-    plain = train(cli, tiny_dir, tmp_path / "all-1", "--mask", "all", *two)
-    again = train(cli, tiny_dir, tmp_path / "all-2", "--mask", "all", *two)
+    unclipped = ["--mask", "all", "--epsilon", "1", "--epsilon-high", "100", *two]
+    plain = train(cli, tiny_dir, tmp_path / "all-1", *unclipped)
+    again = train(cli, tiny_dir, tmp_path / "all-2", *unclipped)
     assert same(plain, again)  # runs are reproducible, so a difference below is the mask's
     kl_cov = train(cli, tiny_dir, tmp_path / "kl", "--mask", "kl-cov", "--cov-ratio", "0.5", *two)
     assert not same(plain, kl_cov)
