@@ -189,3 +189,14 @@ def test_llguidance_token_mask_equals_per_token_checks(constraint):
         assert with_masks.checks < with_checks.checks
         finished += len(with_checks.completions)
     assert finished > 0
+
+
+def test_an_unknown_estimator_is_refused_whatever_the_method():
+    from tokensieve import UserError
+    from tokensieve.generate import generate
+
+    model, tokenizer = tiny_model(seed=0)
+    for method in ("masking", "awrs", "smc"):
+        with pytest.raises(UserError, match="unknown AWRS estimator"):
+            generate(model, tokenizer, "x", RegexConstraint("a"), method=method,
+                     estimator="magic")  # fmt: skip

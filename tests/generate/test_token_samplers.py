@@ -98,6 +98,8 @@ def test_paper_estimator_draws_exactly_and_spends_its_own_checks():
     assert 2 <= np.mean(checks) < V
     with pytest.raises(ValueError, match="unknown AWRS estimator"):
         AWRSSampler(estimator="magic")
+    with pytest.raises(ValueError, match="two loops"):
+        AWRSSampler(estimator="paper", accepts=3)
 
 
 def test_masking_weight_is_exactly_the_allowed_mass():

@@ -8,6 +8,7 @@ from tokensieve.generate import SAMPLERS
 from tokensieve.generate.constraints import Constraint
 from tokensieve.generate.language_model import TokenLM
 from tokensieve.generate.smc import GenerationResult, run_smc
+from tokensieve.generate.token_samplers import AWRSSampler
 from tokensieve.lm import chat_prompt_ids
 
 METHODS = ("masking", "awrs", "smc")
@@ -60,6 +61,9 @@ def generate(
     """
     if method not in METHODS:
         raise UserError(f"unknown sampler {method!r}; choose one of {', '.join(METHODS)}")
+    if estimator not in AWRSSampler.ESTIMATORS:  # checked for masking too: never ignored
+        raise UserError(f"unknown AWRS estimator {estimator!r}; choose one of "
+                        f"{', '.join(AWRSSampler.ESTIMATORS)}")  # fmt: skip
     if particles is None:
         particles = 5 if method == "smc" else 1
     if particles < 1:

@@ -132,6 +132,9 @@ class AWRSSampler(TokenSampler):
                             f"{', '.join(self.ESTIMATORS)}")  # fmt: skip
         if accepts < 2:
             raise UserError("accepts must be at least 2 for an unbiased weight")
+        if accepts > 2 and estimator == "paper":
+            raise UserError("accepts > 2 is the geometric estimator's; the paper's has two "
+                            "loops, each ending at its first accepted token")  # fmt: skip
         self.accepts = accepts
         self.estimator = "geometric" if estimator == "recursive" and accepts > 2 else estimator
 
