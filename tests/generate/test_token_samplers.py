@@ -69,7 +69,7 @@ def assert_properly_weighted(values, weights, exact):
         assert abs(column.mean() - target) < 4.5 * error, (column.mean(), target, error)
 
 
-@pytest.mark.parametrize("estimator", ["recursive", "paper"])
+@pytest.mark.parametrize("estimator", ["recursive", "paper", "geometric"])
 def test_awrs_weights_are_properly_weighted_and_unbiased(estimator):
     logp, allowed_set, exact = setup(2, peaked=1.0, allowed_every=3)
     values, weights = weighted_draws(AWRSSampler(estimator=estimator), logp, allowed_set,
