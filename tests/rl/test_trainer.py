@@ -288,6 +288,10 @@ def test_unsupported_trl_options_and_normalisations_are_refused(tiny, tmp_path):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="tokens")
     with pytest.raises(UserError, match="beta"):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), overrides={"beta": 0.1})
+    for option, value in (("top_entropy_quantile", 0.2), ("delta", 2.0),
+                          ("off_policy_mask_threshold", 0.5), ("entropy_coef", 0.01)):  # fmt: skip
+        with pytest.raises(UserError, match=option):
+            make_trainer(tiny, tmp_path, TopEntropy(0.2), overrides={option: value})
 
 
 def test_trls_top_entropy_quantile_selects_what_top_entropy_selects(tiny, tmp_path):

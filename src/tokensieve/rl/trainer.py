@@ -22,7 +22,9 @@ quantile over all processes' tokens, as TRL does.
   the mask's own method's (``TokenMask.normalize``: selected for the entropy and random
   masks, all for the others).
 - Not supported (refused): a reference-model KL (``beta > 0``), loss types other than
-  ``dapo``, sequence-level importance sampling, vLLM.
+  ``dapo``, sequence-level importance sampling, vLLM, and the options of TRL's own loss
+  this one does not read (``top_entropy_quantile``: use ``TopEntropy``; ``delta``;
+  ``off_policy_mask_threshold``; an entropy bonus).
 """
 
 from __future__ import annotations
@@ -65,7 +67,13 @@ class ForkingTokenGRPOTrainer(GRPOTrainer):
             "loss_type": config.loss_type != "dapo",
             "importance_sampling_level": config.importance_sampling_level != "token",
             "use_vllm": bool(config.use_vllm),
-        }
+            # options TRL's own loss reads and ours does not: refused, never ignored
+            "top_entropy_quantile (pass token_mask=TopEntropy(rho))":
+                config.top_entropy_quantile < 1.0,
+            "delta": config.delta is not None,
+            "off_policy_mask_threshold": config.off_policy_mask_threshold is not None,
+            "entropy_coef": config.entropy_coef != 0.0 or bool(config.use_adaptive_entropy),
+        }  # fmt: skip
         if any(unsupported.values()):
             names = ", ".join(name for name, bad in unsupported.items() if bad)
             raise UserError(f"the forking-token trainer does not support {names} "
