@@ -51,7 +51,7 @@ class RunConfig:
         "come from the policy whose entropies and gradients are used)",
     )
     epsilon: float = _option(
-        0.2, "PPO's lower clip: ratios below 1 - epsilon stop counting (the Clip-Cov "
+        0.2, "PPO's lower clip: the ratio is clipped at 1 - epsilon (the Clip-Cov "
         "recipes set 1 here and in --epsilon-high, switching clipping off)",
     )  # fmt: skip
     epsilon_high: float = _option(0.28, "clip-higher, DAPO (0.2: symmetric clipping)")
