@@ -115,12 +115,9 @@ def reference_loss(call, trainer, *, clip=True, kl_coef=0.0, normalize="all"):
     return total / count
 
 
-def test_mask_all_trains_with_trls_own_loss(tiny, tmp_path):
-    """`--mask all` is TRL's GRPO: on the same batch, at the same weights, TRL's own
-    `_compute_loss` gives the same loss."""
-    trainer = make_trainer(tiny, tmp_path, AllTokens(), overrides={"num_iterations": 2,
-                                                                   "max_steps": 2})  # fmt: skip
-    plain = make_trainer(tiny, tmp_path, None, cls=trl.GRPOTrainer)
+def assert_trains_with_trls_loss(trainer, plain):
+    """Train `trainer` two steps; at each, TRL's own `_compute_loss` (of `plain`, on the
+    same batch and weights) gives the loss ours returns."""
     pairs = []
     ours = trainer._compute_loss
 
@@ -138,6 +135,15 @@ def test_mask_all_trains_with_trls_own_loss(tiny, tmp_path):
     assert len(pairs) == 2
     for loss, theirs in pairs:
         torch.testing.assert_close(loss, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_mask_all_trains_with_trls_own_loss(tiny, tmp_path):
+    """`--mask all` is TRL's GRPO: on the same batch, at the same weights, TRL's own
+    `_compute_loss` gives the same loss."""
+    trainer = make_trainer(tiny, tmp_path, AllTokens(), overrides={"num_iterations": 2,
+                                                                   "max_steps": 2})  # fmt: skip
+    plain = make_trainer(tiny, tmp_path, None, cls=trl.GRPOTrainer)
+    assert_trains_with_trls_loss(trainer, plain)
 
 
 def test_one_step_trains_only_the_top_entropy_tokens(tiny, tmp_path):
@@ -239,23 +245,7 @@ def test_top_entropy_with_all_tokens_normalised_is_trls_own_flag(tiny, tmp_path)
             return (log_prob, entropies, *rest)
 
         each._get_per_token_logps_and_entropies = untied
-    pairs = []
-    ours = trainer._compute_loss
-
-    def both(model, inputs):
-        plain.current_gradient_accumulation_steps = trainer.current_gradient_accumulation_steps
-        plain.args.steps_per_generation = trainer.args.steps_per_generation
-        with torch.no_grad():
-            theirs = trl.GRPOTrainer._compute_loss(plain, model, inputs)
-        loss = ours(model, inputs)
-        pairs.append((loss.detach(), theirs))
-        return loss
-
-    trainer._compute_loss = both
-    trainer.train()
-    assert len(pairs) == 2
-    for loss, theirs in pairs:
-        torch.testing.assert_close(loss, theirs, rtol=1e-5, atol=1e-7)
+    assert_trains_with_trls_loss(trainer, plain)
     assert make_trainer(tiny, tmp_path, TopEntropy(0.2)).normalize == "selected"
     assert make_trainer(tiny, tmp_path, KLCov()).normalize == "all"
 
