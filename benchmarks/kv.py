@@ -11,10 +11,14 @@ in its own venv (``benchmarks/.venvs/kvpress``: it pins transformers 5.2), drive
    KL(full ‖ compressed), top-1 agreement. Budgets 10/20/30/50% of the prompt.
 2. Passkey: a random 5-digit key hidden at depths 0.1–0.9 in tutorial pages, 20 cases
    per cell, the prompt ending "The secret passkey is", correct if the greedy digits
-   equal the key; 20% budget. Every method at 1k tokens; at 2k and 4k the methods whose
-   prefill costs what a plain forward does (H2O, Keyformer, SirLLM, ObservedAttention
-   and KVzip need every query's attention, all logits or a second pass: their 2k-4k
-   cells would take hours on 2 cores).
+   equal the key; 20% budget. Query-aware (the question read with the context): every
+   method at 1k tokens; at 2k and 4k only the methods whose prefill costs what a plain
+   forward does (H2O, Keyformer, SirLLM, ObservedAttention and KVzip need every query's
+   attention, all logits or a second pass; Keyformer alone takes about 3 minutes a case
+   at 4k). Query-agnostic (the context compressed alone, the question appended after, as
+   kvpress's pipeline): every policy and press at 1k, 2k and 4k (phases ``agnostic1k``
+   to ``agnostic4k``). Phase ``selection``: TokenSelect's fidelity and query-aware
+   passkey with its sparse prefill and its selection cache.
 3. Speed and memory: decode tokens/s (median over steps) and the decode phase's peak
    RSS after prefilling 1k-8k tokens, full cache vs 20%, each cell in a fresh process.
 

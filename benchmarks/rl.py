@@ -7,8 +7,9 @@ are ``top_entropy`` (rho 0.2, the paper's recipe), ``bottom_entropy`` (rho 0.8, 
 80%), ``random`` (rho 0.2, the matched-size control), ``clip_cov`` and ``kl_cov`` (Cui et
 al.'s covariance methods; Clip-Cov with PPO's clip off, as its recipes), all through
 `ForkingTokenGRPOTrainer`. TRL's flag divides the loss by all response tokens, ours by the
-selected ones (the 80/20 code's), so those two arms differ in that only (the selections
-are equal, and with ``normalize all`` the losses are, both tested). Two tasks,
+selected ones (the 80/20 code's), so those two arms differ in that and in ties only (the
+selections are equal but at ties, where TRL keeps every tied token and ours exactly
+⌈ρn⌉; with ``normalize all`` and no ties the losses are equal; both tested). Two tasks,
 ``arithmetic`` and ``countdown``, two seeds each. Sized for 2 CPU cores with the paper's
 recipe scaled down: 40 optimiser steps of 2 prompts × 4 completions of at most 48 tokens,
 rollouts of 4 prompts (2 mini-batches per rollout, so updates after the first are
@@ -25,7 +26,8 @@ base model's top-20% positions still top-20%).
 Runs live in ``benchmarks/.runs/rl/<task>/<arm>-seed<k>`` (ignored by git); an
 interrupted run resumes from its last checkpoint (every 10 steps, on rollout
 boundaries). ``--replot`` rebuilds the results from finished runs. Run: ``make bench-rl``
-(about 28 runs of 8-10 minutes on 2 cores; resumable across sessions).
+(28 runs of 11-25 minutes on 2 cores, countdown's longer answers the slower; resumable
+across sessions).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ METRICS = [
     ("reward", "train_reward"),
     ("entropy", "mean_entropy"),
     ("tokensieve/selected_fraction", "selected_fraction"),
+    ("tokensieve/penalised_fraction", "penalised_fraction"),  # KL-Cov's penalty tokens
 ]
 BUDGET = dict(
     steps=40, group_size=4, prompts_per_step=2, rollout_prompts=4, max_new_tokens=48,

@@ -13,7 +13,8 @@ from tokensieve.rl.analysis import ForkingAnalysis
 def runs_from_records(records: list[dict]) -> dict[str, list[dict]]:
     """``{"<arm>-seed<k>": [{"step": s, <metrics.jsonl key>: value}, ...]}``."""
     keys = {"test_accuracy": "test_accuracy", "train_reward": "reward", "mean_entropy": "entropy",
-            "selected_fraction": "tokensieve/selected_fraction"}  # fmt: skip
+            "selected_fraction": "tokensieve/selected_fraction",
+            "penalised_fraction": "tokensieve/penalised_fraction"}  # fmt: skip
     rows: dict[str, dict[int, dict]] = defaultdict(dict)
     for r in records:
         if r["metric"] in keys and "step" in r["setting"]:
@@ -47,7 +48,7 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     rho = {r["method"]: r["setting"].get("rho") for r in records if "rho" in r["setting"]}
     for arm in arms:
         mine = {n: rows for n, rows in runs.items() if n.rpartition("-seed")[0] == arm}
-        starts, finals, first, last, e0, e1, share = [], [], [], [], [], [], []
+        starts, finals, first, last, e0, e1, share, penalised = [], [], [], [], [], [], [], []
         for rows in mine.values():
             accuracy = [r for r in rows if "test_accuracy" in r]
             if accuracy:
@@ -62,13 +63,15 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
                 e1.append(entropy[-1])
             share += [r["tokensieve/selected_fraction"] for r in rows
                       if "tokensieve/selected_fraction" in r]  # fmt: skip
+            penalised += [r["tokensieve/penalised_fraction"] for r in rows
+                          if "tokensieve/penalised_fraction" in r]  # fmt: skip
         seconds = speed.get(arm, {}).get("value")
         ratio = f" ({seconds / anchor:.2f}×)" if seconds and anchor else ""
         lines.append(
             f"| {arm} | {implementation.get(arm, '')} | {rho.get(arm, '')} | {_mean(starts):.3f} "
             f"| {' / '.join(f'{v:.3f}' for v in finals)} (mean {_mean(finals):.3f}) "
             f"| {_mean(finals) - _mean(starts):+.3f} | {_mean(first):.3f} → {_mean(last):.3f} "
-            f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_share(arm, share, rho.get(arm))} "
+            f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_share(arm, share, rho.get(arm), penalised)} "
             f"| {seconds or math.nan:.1f}{ratio} | {_mean(overlap.get(arm, [])):.3f} |"
         )
     out = "\n".join(lines) + "\n" + _against_anchor(runs, arms, problems)
@@ -78,9 +81,12 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     return out
 
 
-def _share(arm: str, share: list[float], rho) -> str:
+def _share(arm: str, share: list[float], rho, penalised: list[float]) -> str:
     """Share of tokens trained on: logged by our trainer; TRL's all-token run trains on
-    every token; TRL's flag does not log it."""
+    every token; TRL's flag does not log it. KL-Cov adds the range of its penalised share
+    (per step, of the mini-batch's response tokens)."""
+    if share and penalised:
+        return f"{_mean(share):.2f} (penalty on {min(penalised):.1%}–{max(penalised):.1%})"
     if share:
         return f"{_mean(share):.2f}"
     return "1.00" if arm == "all" else f"n/a (≈ {rho})"
@@ -116,11 +122,17 @@ def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int)
         lines.append(f"- tokensieve `top_entropy` vs TRL's `top_entropy_quantile` flag: "
                      f"{ours:.3f} vs {trl:.3f} ({ratio:.2f})")  # fmt: skip
     starts = [s for pairs in finals.values() for s, _ in pairs]
-    p = _mean(starts)
+    ends = [f for pairs in finals.values() for _, f in pairs]
+    p = _mean(ends)
+    error = math.sqrt(p * (1 - p) / problems)
+    seeds = max(len(pairs) for pairs in finals.values())
     lines.append(
         f"- noise: step-0 accuracy (the same base model, each seed's sampling) ranges "
-        f"{min(starts):.3f}–{max(starts):.3f}; one binomial standard error at p = {p:.2f} "
-        f"and {problems} problems is {math.sqrt(p * (1 - p) / problems):.3f}"
+        f"{min(starts):.3f}–{max(starts):.3f}; at the mean final accuracy p = {p:.2f} one "
+        f"binomial standard error over {problems} problems is {error:.3f}, so a difference "
+        f"of two arms' means over {seeds} seed(s) has a standard error of "
+        f"{error * math.sqrt(2 / seeds):.3f} from the test sample alone (training's "
+        f"seed-to-seed spread comes on top)"
     )
     return "\n".join(lines) + "\n"
 

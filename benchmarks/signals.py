@@ -5,8 +5,10 @@ Reference as the standard library ships it (``pydoc_data.topics``), cut to N tok
 
 - ``bare_forward``: one forward pass over the N tokens (default attention, logits only),
   the least any per-token analysis must do.
-- ``inspect``: `text_signals`, i.e. chunked forward through a KV cache with eager
-  attention, per-layer attention reduction, and the four distribution statistics.
+- ``inspect``: `text_signals`, i.e. chunked forward through a KV cache with the library's
+  registered chunked attention function (it reduces each layer's attention as it goes,
+  instead of materialising eager attention's weights), and the four distribution
+  statistics.
 - ``inspect`` with ``attention: false``: the same without attention signals.
 
 Timings interleave the methods and report medians with interquartile ranges.

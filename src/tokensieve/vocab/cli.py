@@ -142,7 +142,7 @@ def register(commands) -> None:
     t.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
     t.add_argument("--tokenizer", help="directory, tokenizer.json or .gguf of the new tokenizer")
     t.add_argument("--method", choices=METHODS, default="tokenadapt")
-    t.add_argument("--out", required=True, help="new model directory (must not exist)")
+    t.add_argument("--out", required=True, help="new model directory (new or empty)")
     t.add_argument("--force", action="store_true", help="replace --out if it exists")
     t.add_argument("--aux", default="auto", choices=["auto", "minilm", "embeddings"],
                    help="auxiliary space (auto: all-MiniLM-L6-v2 when installed)")  # fmt: skip
@@ -171,7 +171,7 @@ def register(commands) -> None:
     f.add_argument("--model", help="local HF model directory or .gguf (default: embedded)")
     f.add_argument("--file", nargs="+", required=True, help="UTF-8 training text files")
     f.add_argument("--held-out", nargs="+", help="files for bits per byte during training")
-    f.add_argument("--out", required=True, help="new model directory (must not exist)")
+    f.add_argument("--out", required=True, help="new model directory (new or empty)")
     f.add_argument("--force", action="store_true", help="replace --out if it exists")
     f.add_argument("--steps", type=int, default=50)
     f.add_argument("--batch-size", type=int, default=4)
