@@ -3,11 +3,12 @@
 Arms (same task, seeds, step budget and sampling): ``all`` is TRL's own GRPOTrainer,
 unchanged (the anchor: every response token carries the gradient); ``top_entropy_trl``
 is TRL's own ``top_entropy_quantile=0.2`` flag (the anchor for the paper's method); ours
-are ``top_entropy`` (rho 0.2, the paper's recipe), ``bottom_entropy`` (rho 0.8, the other
-80%), ``random`` (rho 0.2, the matched-size control), ``clip_cov`` and ``kl_cov`` (Cui et
-al.'s covariance methods; Clip-Cov with PPO's clip off, as its recipes), all through
-`ForkingTokenGRPOTrainer`. TRL's flag divides the loss by all response tokens, ours by the
-selected ones (the 80/20 code's), so those two arms differ in that and in ties only (the
+are ``top_entropy`` (rho 0.2, as the 80/20 authors' code runs it), ``bottom_entropy`` (rho
+0.8, the other 80%), ``random`` (rho 0.2, the matched-size control), ``clip_cov`` and
+``kl_cov`` (Cui et al.'s covariance methods; Clip-Cov with PPO's clip loosened to [0, 2],
+as its recipes), all through `ForkingTokenGRPOTrainer`. TRL's flag divides the loss by all
+response tokens (the paper's equation), ours by the selected ones (the 80/20 authors'
+code's), so those two arms differ in that and in ties only (the
 selections are equal but at ties, where TRL keeps every tied token and ours exactly
 ⌈ρn⌉; with ``normalize all`` and no ties the losses are equal; both tested). Two tasks,
 ``arithmetic`` and ``countdown``, two seeds each. Sized for 2 CPU cores with the paper's
@@ -55,7 +56,8 @@ ARMS = {
     "kl_cov": ("tokensieve", "kl-cov", 1.0),
 }
 # Per-arm options of the reference recipes (PRIME-RL's Entropy-Mechanism-of-RL,
-# recipe/dapo/7b_clip_cov.sh: clip_ratio_low = clip_ratio_high = 1, i.e. PPO's clip off;
+# recipe/dapo/7b_clip_cov.sh: clip_ratio_low = clip_ratio_high = 1, i.e. the ratio clipped
+# to [0, 2];
 # the KL-Cov recipes keep 0.2, and so does every other arm here with clip-higher 0.28).
 ARM_OPTIONS = {"clip_cov": {"epsilon": 1.0, "epsilon_high": 1.0}}
 # Runs whose step times are not used for speed: the test suite ran beside them on the

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from tokensieve.errors import UserError
+from tokensieve.errors import UserError, check_seed
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,12 +26,23 @@ class Parser(argparse.ArgumentParser):
 MODEL_HELP = "local HF model directory or .gguf file (default: the embedded SmolLM2-135M)"
 
 
+def seed_option(text: str) -> int:
+    """argparse type of every ``--seed``: an integer NumPy's generator accepts."""
+    try:
+        seed = int(text)
+        check_seed(seed)
+    except ValueError as exc:  # UserError is one
+        message = f"must be an integer 0 to 2**32 - 1, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from exc
+    return seed
+
+
 def add_common(parser: argparse.ArgumentParser, *names: str) -> None:
     """The options many commands share, spelled and explained once: model, seed, quiet."""
     if "model" in names:
         parser.add_argument("--model", help=MODEL_HELP)
     if "seed" in names:
-        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--seed", type=seed_option, default=0, help="random seed (default 0)")
     if "quiet" in names:
         parser.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     if "device" in names:

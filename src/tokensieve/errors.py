@@ -55,6 +55,13 @@ def first_line(message: object, default: str = "unknown error") -> str:
     return lines[0] if lines else default
 
 
+def check_seed(seed: int) -> None:
+    """A seed every generator we seed accepts (NumPy's, which TRL and transformers seed
+    too, takes 0 to 2**32 - 1)."""
+    if not 0 <= seed < 2**32:
+        raise UserError(f"`seed` must be 0 to 2**32 - 1, got {seed}")
+
+
 def check_sampling(temperature: float, top_p: float = 1.0) -> None:
     """Sampling options a sampler can use: temperature ≥ 0 (0 is greedy), top-p in (0, 1]."""
     import math

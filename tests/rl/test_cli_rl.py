@@ -97,3 +97,26 @@ def test_compare_refuses_bad_input(cli, tmp_path):
     assert code == 2 and "--problems must be at least 1" in err
     code, _, err = cli("rl", "compare", tmp_path / "nothing")
     assert code == 2 and "not a tokensieve rl run" in err and len(err.strip().splitlines()) == 1
+    base = tmp_path / "base"
+    base.mkdir()
+    code, _, err = cli("rl", "compare", base, "--out", tmp_path / "c")
+    assert code == 2 and "named 'base'" in err
+
+
+def test_compare_reads_hand_made_runs_without_a_traceback(cli, tmp_path):
+    """A run.json without a task is refused in one line; metrics rows that are not
+    numbers (an edited file) are skipped, so the rest still plots."""
+    run = tmp_path / "edited"
+    (run / "final").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"rho": 0.2}))
+    rows = [{"step": 1, "reward": 0.5}, {"step": 2, "reward": None, "entropy": "high"},
+            {"reward": 1.0}, [1, 2], {"step": 3, "reward": 0.75}]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = cli("rl", "compare", run, "--out", tmp_path / "c")
+    assert code == 2 and "not a tokensieve run file" in err and len(err.strip().splitlines()) == 1
+    code, stdout, err = cli("rl", "compare", run, "--out", tmp_path / "d", "--no-analysis")
+    assert code == 0, err
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["runs"]["edited"] == {
+        "step": 3,
+        "reward": 0.75,
+    }

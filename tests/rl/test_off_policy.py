@@ -75,6 +75,9 @@ def test_ppo_clipping_changes_the_update_when_the_ratio_leaves_its_range(cli, ti
         (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
         (["--mask", "kl-cov"], "strictly on-policy"),
         (["--rollout-prompts", "4", "--save-every", "1"], "on rollout boundaries"),
+        (["--seed", "-1"], "--seed must be 0 to 2**32 - 1"),
+        (["--seed", str(2**32)], "--seed must be 0 to 2**32 - 1"),
+        (["--plain-trl", "--normalize", "selected"], "--normalize selected needs"),
     ],
 )
 def test_off_policy_options_are_checked(cli, tiny_dir, tmp_path, extra, message):
@@ -83,10 +86,12 @@ def test_off_policy_options_are_checked(cli, tiny_dir, tmp_path, extra, message)
     assert not (tmp_path / "r").exists()
 
 
-def test_the_defaults_are_the_papers_recipe_scaled_down():
+def test_the_defaults_sample_as_the_recipe_and_update_off_policy():
     """By default a rollout is 2 mini-batches (off-policy from the second: clipping and
-    KL-Cov act), rollouts sample the full distribution, and the loss is averaged over
-    the selected tokens for the entropy and random masks, over all tokens otherwise."""
+    KL-Cov act; the 80/20 recipe makes 16), rollouts sample the full distribution (the
+    recipe's temperature 1, top-p 1), and the loss is averaged over the selected tokens
+    for the entropy and random masks, over all tokens otherwise; TRL's own trainer
+    always divides by all response tokens."""
     from tokensieve.rl.config import RunConfig
 
     config = RunConfig(task="arithmetic")
@@ -98,9 +103,11 @@ def test_the_defaults_are_the_papers_recipe_scaled_down():
     for mask, normalization in expected.items():
         assert RunConfig(task="arithmetic", mask=mask).loss_normalization == normalization
     assert RunConfig(task="arithmetic", normalize="all").loss_normalization == "all"
+    trl_flag = RunConfig(task="arithmetic", mask="top-entropy", implementation="trl")
+    assert trl_flag.loss_normalization == "all"
 
 
-def test_the_clip_cov_recipe_switches_ppos_clip_off_in_trl(tmp_path):
+def test_the_clip_cov_recipes_loose_clip_reaches_trl(tmp_path):
     """The reference's Clip-Cov recipes set clip_ratio_low = clip_ratio_high = 1; the
     options reach TRL's config (the lower one as TRL's `epsilon`)."""
     from tokensieve.rl.config import RunConfig

@@ -110,6 +110,58 @@ def test_clip_cov_drops_tokens_with_covariance_in_range_only():
     assert torch.equal(selection.policy, VALID)
 
 
+def test_cov_masks_act_on_at_least_one_token():
+    """The reference's ``max(int(ratio·N), 1)``: a ratio far below 1/N still drops (Clip-Cov)
+    or penalises (KL-Cov) one token, the highest-covariance one for KL-Cov; the defaults
+    on a mini-batch of a few hundred tokens are this case."""
+    log_prob, advantages = batch_for_covariance()
+    cov = reference_covariance(log_prob, advantages)
+    kl_cov = KLCov(ratio=1e-6)
+    penalty = kl_cov.select(valid=VALID, log_prob=log_prob, advantages=advantages).penalty
+    assert positions(penalty) == [max(cov, key=cov.get)]
+    in_band = {c for c, v in cov.items() if 0.5 < v < 5.0}
+    for seed in range(5):
+        kept = ClipCov(ratio=1e-6, low=0.5, high=5.0).select(
+            valid=VALID, log_prob=log_prob, advantages=advantages,
+            generator=torch.Generator().manual_seed(seed),
+        ).policy  # fmt: skip
+        dropped = set(positions(VALID & ~kept))
+        assert len(dropped) == 1 and dropped <= in_band
+
+
+def test_cov_masks_check_their_parameters_and_empty_batches():
+    for bad in (dict(ratio=0.0), dict(ratio=1.5), dict(low=5.0, high=1.0)):
+        with pytest.raises(UserError):
+            ClipCov(**bad)
+    for bad in (dict(ratio=0.0), dict(kl_coef=-1.0), dict(kl_coef=float("nan"))):
+        with pytest.raises(UserError):
+            KLCov(**bad)
+    nothing = torch.zeros_like(VALID)  # e.g. every response token masked by a tool mask
+    log_prob, advantages = batch_for_covariance()
+    selection = KLCov().select(valid=nothing, log_prob=log_prob, advantages=advantages)
+    assert not selection.policy.any() and not selection.penalty.any()
+    kept = ClipCov().select(valid=nothing, log_prob=log_prob, advantages=advantages).policy
+    assert not kept.any()
+
+
+def test_selected_normalisation_counts_policy_and_penalty_tokens():
+    """With ``normalize="selected"`` the denominator is the tokens that carry a term: the
+    policy tokens and the penalty tokens, each counted once."""
+    log_prob = torch.full((2, 6), -1.0)
+    old = log_prob - 0.5  # r = e^0.5, |log r| = 0.5
+    policy = torch.zeros_like(VALID)
+    policy[0, 1] = policy[1, 2] = True
+    penalty = torch.zeros_like(VALID)
+    penalty[1, 2] = penalty[1, 4] = True  # one shared with the policy, one not
+    penalty[0, 5] = True  # invalid: never counted
+    adv = torch.ones(2, 6)
+    loss = masked_policy_loss(log_prob, old, adv, VALID, TokenSelection(policy, penalty),
+                              clip=False, kl_coef=2.0, normalize="selected")  # fmt: skip
+    r = math.exp(0.5)
+    total = 2 * (-1.0 * r) + 2 * (2.0 * 0.5)  # two policy terms, two valid penalty terms
+    assert float(loss) == pytest.approx(total / 3)  # (0,1), (1,2), (1,4)
+
+
 def test_masked_loss_equals_manual_computation():
     torch.manual_seed(0)
     log_prob = torch.randn(2, 6) * 0.1 - 1

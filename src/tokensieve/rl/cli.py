@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokensieve.commandline import Parser, add_common, add_dataclass_options, config_from_args
+from tokensieve.commandline import (
+    Parser,
+    add_common,
+    add_dataclass_options,
+    config_from_args,
+    seed_option,
+)
 from tokensieve.errors import UserError
 from tokensieve.rl.config import RunConfig
 from tokensieve.rl.tasks import TASKS
@@ -47,6 +53,8 @@ def cmd_compare(args) -> int:
     if args.problems < 1:
         raise UserError("--problems must be at least 1")
     check_output(args.out, [*args.runs, cache_root()])
+    if any(Path(r).name == "base" for r in args.runs):  # the analysis's name for the base model
+        raise UserError("a run directory named 'base' would be taken for the base model: rename it")
     runs = {Path(r).name: read_metrics(Path(r)) for r in args.runs}
     if len(runs) != len(args.runs):
         raise UserError("run directories must have distinct names")
@@ -115,7 +123,7 @@ def register(commands) -> None:
     e.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
     e.add_argument("--top-p", type=float, default=1.0,
                    help="(default 1.0: rl train's sampling, as its test_accuracy)")  # fmt: skip
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_option, default=0)
     e.add_argument("--json", action="store_true")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(run=cmd_eval)

@@ -3,6 +3,18 @@
 `tokensieve rl train`'s options are generated from these fields
 (`tokensieve.commandline.add_dataclass_options`), run.json stores them, and `validate`
 checks them in the library's words before anything loads. Light (no torch).
+
+Where the defaults come from. The 80/20 recipe is the authors'
+``recipe/rlvr_with_high_entropy_tokens_only/run_only_top20_high_entropy_tokens_dapo_qwen3_14b.sh``
+(Beyond-the-80-20-Rule-RLVR): rollouts at temperature 1 and top-p 1, clip 0.2 / 0.28,
+token-mean loss, 512 prompts in mini-batches of 32 (16 updates per rollout; we default to
+2, a choice for a 2-core machine, not a scaling of theirs). It validates at top-p 0.7;
+`rl eval` and test accuracy sample at top-p 1 (rollouts' setting), which neither paper
+uses for evaluation (the Entropy-Mechanism recipes evaluate greedily). Clip-Cov and
+KL-Cov follow PRIME-RL's Entropy-Mechanism-of-RL recipes (``recipe/dapo/7b_clip_cov.sh``,
+``7b_kl_cov.sh``, ``32b_kl_cov.sh``). One deviation: we refuse KL-Cov on a strictly
+on-policy run, where |log π/π_old| and so its penalty is 0, although the 7B KL-Cov
+recipe is one (its mini-batch equals its rollout); the penalty would do nothing there.
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tokensieve.errors import UserError, check_sampling
+from tokensieve.errors import UserError, check_sampling, check_seed
 from tokensieve.rl import MASKS
 from tokensieve.rl.tasks import TASKS, get_task
 
@@ -36,23 +48,26 @@ class RunConfig:
     prompts_per_step: int = _option(2, "prompts per optimiser step (the mini-batch)")
     rollout_prompts: int | None = _option(
         None, "prompts generated per rollout, split into mini-batches of prompts-per-step "
-        "(default: 2 mini-batches, the paper's recipe (512 prompts in mini-batches of 32) "
-        "scaled to this machine; equal to prompts-per-step: strictly on-policy)",
+        "(default: 2 mini-batches, our choice for this machine: the 80/20 recipe makes 16 "
+        "updates per rollout, 512 prompts in mini-batches of 32; equal to "
+        "prompts-per-step: strictly on-policy)",
     )  # fmt: skip
     num_iterations: int = _option(1, "passes over each rollout (GRPO's μ; > 1: off-policy)")
     max_new_tokens: int = _option(96, "longest completion in tokens")
     learning_rate: float = _option(1e-6, "AdamW learning rate")
     temperature: float = _option(
-        1.0, "rollout temperature (1: the paper's; entropies are the sampled policy's)"
+        1.0,
+        "rollout temperature (1: the 80/20 recipe's; the masks' entropies are at "
+        "this temperature, the sampled policy's)",
     )
     top_p: float = _option(
         1.0,
-        "nucleus sampling of rollouts (1: off, the paper's: samples "
+        "nucleus sampling of rollouts (1: off, the 80/20 recipe's: samples "
         "come from the policy whose entropies and gradients are used)",
     )
     epsilon: float = _option(
         0.2, "PPO's lower clip: the ratio is clipped at 1 - epsilon (the Clip-Cov "
-        "recipes set 1 here and in --epsilon-high, switching clipping off)",
+        "recipes set 1 here and in --epsilon-high: the clip loosened to [0, 2])",
     )  # fmt: skip
     epsilon_high: float = _option(0.28, "clip-higher, DAPO (0.2: symmetric clipping)")
     save_every: int = _option(10, "checkpoint every N steps")
@@ -64,7 +79,10 @@ class RunConfig:
         "averages over them), all for all, clip-cov and kl-cov (verl's token-mean, as "
         "their reference)", choices=NORMALIZE,
     )  # fmt: skip
-    cov_ratio: float = _option(2e-4, "share of tokens Clip-Cov / KL-Cov act on")
+    cov_ratio: float = _option(
+        2e-4, "share of tokens Clip-Cov / KL-Cov act on (at least one per mini-batch; "
+        "2e-4 is Clip-Cov's in its recipes and KL-Cov's at 32B, 2e-3 KL-Cov's at 7B)",
+    )  # fmt: skip
     implementation: str = _option(
         "tokensieve", "tokensieve's trainer, or TRL's own GRPOTrainer: the all-token anchor "
         "(mask all) or TRL's top_entropy_quantile flag (mask top-entropy, quantile rho)",
@@ -78,23 +96,29 @@ class RunConfig:
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise UserError(f"`{name}` must be in (0, 1], got {getattr(self, name)}")
         if self.normalize not in NORMALIZE:
-            raise UserError(f"normalize must be one of {', '.join(NORMALIZE)}")
+            raise UserError(f"`normalize` must be one of {', '.join(NORMALIZE)}")
+        check_seed(self.seed)
         for name in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "save_every",
                      "eval_problems"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise UserError(f"`{name}` must be at least 1")
         if self.implementation not in ("tokensieve", "trl"):
-            raise UserError("implementation must be 'tokensieve' or 'trl'")
+            raise UserError("`implementation` must be 'tokensieve' or 'trl'")
         if self.implementation == "trl" and self.mask not in ("all", "top-entropy"):
             raise UserError(
                 "TRL's own trainer has all tokens or its top_entropy_quantile flag: use it "
                 "with `mask` all or top-entropy"
             )
+        if self.implementation == "trl" and self.normalize == "selected":
+            raise UserError(
+                "TRL's own trainer divides the loss by all response tokens: `normalize` "
+                "selected needs tokensieve's trainer"
+            )
         if self.eval_every < 0:
             raise UserError("`eval_every` must be 0 (never) or more")
         check_sampling(self.temperature, self.top_p)
         if self.temperature <= 0:
-            raise UserError("temperature must be positive (GRPO samples)")
+            raise UserError("`temperature` must be positive (GRPO samples)")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise UserError(f"`learning_rate` must be a positive number, got {self.learning_rate}")
         if not (math.isfinite(self.epsilon_high) and self.epsilon_high >= 0):
@@ -138,7 +162,9 @@ class RunConfig:
 
     @property
     def loss_normalization(self) -> str:
-        """``normalize`` with ``auto`` resolved for this mask."""
+        """``normalize`` with ``auto`` resolved for this mask (TRL's own trainer: all)."""
+        if self.implementation == "trl":
+            return "all"
         if self.normalize != "auto":
             return self.normalize
         return MASKS[self.mask].normalize

@@ -13,9 +13,10 @@ plus ``kl_coef·|log r|`` on KL-Cov's penalty tokens. The sum is divided by the 
 of valid response tokens (``"all"``: as verl's token-mean over the response mask, and
 TRL's default ``dapo`` loss, so a 20% selection also scales the gradient down) or of
 selected tokens (``"selected"``: a mean over the tokens trained on, as the 80/20
-authors' code averages). ``denominator`` replaces the valid-token count (the trainer
-passes TRL's, which spans the whole generation batch); "selected" scales it by the
-selected share.
+authors' code averages, ``compute_policy_loss_vanilla``; their paper's objective divides
+by all response tokens, i.e. ``"all"``: see `tokensieve.rl.token_masks`).
+``denominator`` replaces the valid-token count (the trainer passes TRL's, which spans
+the whole generation batch); "selected" scales it by the selected share.
 """
 
 from __future__ import annotations

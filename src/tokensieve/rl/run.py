@@ -17,6 +17,7 @@ again changes nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, fields
@@ -121,22 +122,37 @@ def read_config(out: Path) -> RunConfig:
     if not path.is_file():
         raise UserError(f"{out} has no run.json: not a tokensieve rl run")
     saved = _read_json(path)
-    return RunConfig(**{f.name: saved[f.name] for f in fields(RunConfig) if f.name in saved})
+    try:
+        return RunConfig(**{f.name: saved[f.name] for f in fields(RunConfig) if f.name in saved})
+    except TypeError as exc:  # a field missing: a hand-made or foreign run.json
+        raise UserError(f"{path} is not a tokensieve run file ({exc})") from None
 
 
 def read_metrics(out: Path) -> list[dict]:
     path = Path(out) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{out} has no metrics.jsonl: not a tokensieve rl run")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a kill
             continue
-        if isinstance(row, dict):
+        if not isinstance(row, dict):
+            continue
+        # numbers only (an edited or foreign file may hold others), and a step to plot at
+        row = {k: v for k, v in row.items() if _is_number(v)}
+        if "step" in row:
             rows.append(row)
     return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:

@@ -5,20 +5,32 @@ top-20% entropy tokens of the batch (``TopEntropy(0.2)``) and ablates with the o
 80% (``BottomEntropy(0.8)``); ``RandomTokens`` is the matched-size control. Clip-Cov and
 KL-Cov ("The Entropy Mechanism of RL for Reasoning LMs") act on tokens whose
 covariance ``(A - mean A)·(log π - mean log π)`` over the batch's valid tokens is high:
-Clip-Cov drops a random ``ratio`` share of the tokens with covariance in ``(low, high)``
-(not already clipped by PPO) from the gradient; KL-Cov keeps every token and adds an
-``|log π - log π_old|`` penalty on the top ``ratio`` share by covariance.
+Clip-Cov drops ``max(⌊ratio·N⌋, 1)`` tokens (N: the valid tokens), drawn uniformly from
+those with covariance in the open band ``(low, high)`` that PPO has not already clipped,
+from the gradient; KL-Cov keeps every token and adds an ``|log π - log π_old|`` penalty
+on the top ``max(⌊ratio·N⌋, 1)`` by covariance. Both as the paper defines them and its
+reference computes them, PRIME-RL's Entropy-Mechanism-of-RL ``verl/trainer/ppo/core_algos.py``
+(``compute_policy_loss_clip_cov``, ``compute_policy_loss_kl_cov``).
 
 All strategies see batch tensors ``[batch, response_len]`` and a ``valid`` mask
-(response tokens, not prompt or padding), and never select an invalid token.
-Entropy is at temperature 1 over the full vocabulary; quantiles are taken over the
-valid tokens of the whole batch, with exactly ``ceil(rho·n)`` tokens (ties by position),
-the same rule as `tokensieve.scoring.forking_tokens`.
+(response tokens, not prompt or padding), and never select an invalid token. The
+trainer's entropies are TRL's, at the rollout temperature over the full vocabulary (the
+overlap analysis, `tokensieve.rl.analysis`, scores at temperature 1). Quantiles are
+taken over the valid tokens of the batch the loss sees (the mini-batch; with gradient
+accumulation, each micro-batch; with several processes the trainer uses the global
+quantile instead), with exactly ``ceil(rho·n)`` tokens (ties by position), the same rule
+as `tokensieve.scoring.forking_tokens`; the paper's τ is the quantile over the batch.
 
-Each strategy names the loss denominator its method uses (``normalize``): the selected
-tokens for the entropy masks, as the 80/20 authors' code averages over them (and the
-random control with them); all response tokens for ``AllTokens``, Clip-Cov and KL-Cov
-(verl's ``token-mean``, as PRIME-RL's Entropy-Mechanism-of-RL recipes).
+Each strategy names the loss denominator its method uses (``normalize``). For the
+entropy masks we follow the 80/20 authors' code, not their paper: the paper's objective
+(J_HighEnt, arXiv:2506.01939) keeps DAPO's 1/Σ|oᵢ|, all response tokens, with the entropy
+indicator inside the sum; their code (Beyond-the-80-20-Rule-RLVR,
+``verl/trainer/ppo/core_algos.py``, ``compute_policy_loss_vanilla``) aggregates over
+``response_mask * entropy_top_mask``, a mean over the selected tokens, and their runs
+are that code's. ``normalize="all"`` is the paper's equation (and TRL's
+``top_entropy_quantile`` flag). The random control uses the selected tokens too; all
+response tokens for ``AllTokens``, Clip-Cov and KL-Cov (verl's ``token-mean``, as
+PRIME-RL's Entropy-Mechanism-of-RL recipes).
 """
 
 from __future__ import annotations
@@ -47,6 +59,12 @@ def _check_rho(rho: float) -> float:
     if not 0.0 < rho <= 1.0:
         raise UserError(f"rho must be in (0, 1], got {rho}")
     return rho
+
+
+def _check_ratio(ratio: float) -> float:
+    if not 0.0 < ratio <= 1.0:
+        raise UserError(f"`ratio` must be in (0, 1], got {ratio}")
+    return ratio
 
 
 def _count(rho: float, n: int) -> int:
@@ -136,6 +154,11 @@ class ClipCov(TokenMask):
     low: float = 1.0
     high: float = 5.0
 
+    def __post_init__(self):
+        _check_ratio(self.ratio)
+        if not self.low < self.high:
+            raise UserError(f"Clip-Cov's band needs low < high, got ({self.low}, {self.high})")
+
     def select(self, *, valid, log_prob, advantages, clipped=None, generator=None, **_):
         cov = covariance(log_prob, advantages, valid)
         eligible = valid & (cov > self.low) & (cov < self.high)
@@ -154,9 +177,16 @@ class KLCov(TokenMask):
     ratio: float = 2e-4
     kl_coef: float = 1.0
 
+    def __post_init__(self):
+        _check_ratio(self.ratio)
+        if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
+            raise UserError(f"KL-Cov's `kl_coef` must be ≥ 0, got {self.kl_coef}")
+
     def select(self, *, valid, log_prob, advantages, **_):
         cov = covariance(log_prob, advantages, valid).flatten()
         positions = torch.nonzero(valid.flatten()).flatten()
+        if len(positions) == 0:  # nothing to penalise (the reference's `if k != 0`)
+            return TokenSelection(valid.clone(), torch.zeros_like(valid))
         count = max(1, int(len(positions) * self.ratio))
         top = positions[cov[positions].topk(count).indices]
         penalty = torch.zeros(valid.numel(), dtype=torch.bool)

@@ -6,7 +6,9 @@ TRL's `GRPOTrainer`'s. The loss is ours: `_compute_loss` reads the batch TRL pre
 (per-token log-probabilities and entropies from TRL's forward, the old log-probabilities
 of the rollout, the advantages), asks the `TokenMask` which tokens count
 (`select_tokens`), and returns `tokensieve.rl.policy_loss.masked_policy_loss`, the
-function the tests check against the papers' formulas. With one process entropy masks
+function the tests check, token by token, against the formulas as TRL and the
+reference code compute them (TRL's ``dapo`` loss; the unclipped KL-Cov loss of
+PRIME-RL's ``core_algos.py``). With one process entropy masks
 are exact (``ceil(rho·n)`` tokens, ties by position); with several they use the global
 quantile over all processes' tokens, as TRL does.
 
@@ -18,7 +20,8 @@ quantile over all processes' tokens, as TRL does.
 - Normalisation: ``"all"`` divides by the response tokens exactly as TRL's default
   ``dapo`` loss does (so ``--mask all`` trains as TRL's own trainer, and
   ``TopEntropy(rho)`` as TRL's ``top_entropy_quantile=rho``; tests check both losses
-  agree); ``"selected"`` averages over the selected tokens; ``"auto"`` (the default) is
+  agree; that is the 80/20 paper's equation); ``"selected"`` averages over the selected
+  tokens (the 80/20 authors' code); ``"auto"`` (the default) is
   the mask's own method's (``TokenMask.normalize``: selected for the entropy and random
   masks, all for the others).
 - Not supported (refused): a reference-model KL (``beta > 0``), loss types other than

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tokensieve.commandline import Parser, read_text_file
+from tokensieve.commandline import Parser, read_text_file, seed_option
 from tokensieve.errors import UserError
 from tokensieve.vocab import METHODS
 
@@ -151,7 +151,7 @@ def register(commands) -> None:
     t.add_argument("--top-k", type=int, help="tokenadapt global neighbours (3)")
     t.add_argument("--weight", type=float, help="tokenadapt global weight λ (0.3)")
     t.add_argument("--k", type=int, help="omp atoms per token (64)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed_option, default=0)
     t.set_defaults(run=cmd_transplant)
 
     tr = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer")
@@ -164,7 +164,7 @@ def register(commands) -> None:
     tr.add_argument("--held-out", nargs="+", help="files for the compression report")
     tr.add_argument("--base-model", help="special tokens and chat template from this model")
     tr.add_argument("--out", required=True, help="tokenizer directory (a fresh one if taken)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=seed_option, default=0)
     tr.set_defaults(run=cmd_train_tokenizer)
 
     f = sub.add_parser("finetune", help="train only the embeddings and head (heal a transplant)")
@@ -178,7 +178,7 @@ def register(commands) -> None:
     f.add_argument("--length", type=int, default=256, help="tokens per training window")
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--eval-every", type=int, default=0, help="held-out bpb every N steps")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=seed_option, default=0)
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(run=cmd_finetune)
 
