@@ -10,7 +10,7 @@ import torch
 import trl
 
 from tokensieve import UserError
-from tokensieve.rl import AllTokens, ClipCov, KLCov, TopEntropy
+from tokensieve.rl import AllTokens, BottomEntropy, ClipCov, KLCov, TopEntropy
 from tokensieve.rl.trainer import ForkingTokenGRPOTrainer
 
 
@@ -316,3 +316,24 @@ def test_trls_top_entropy_quantile_selects_what_top_entropy_selects(tiny, tmp_pa
         theirs = plain.get_high_entropy_mask(entropies, valid.long(), 1 - rho).bool() & valid
         ours = TopEntropy(rho).select(valid=valid, entropy=entropies).policy
         assert torch.equal(theirs, ours), (trial, rho)
+
+
+@pytest.mark.parametrize("mask", [TopEntropy(0.2), BottomEntropy(0.8)])
+def test_global_quantile_mask_is_the_quantile_over_every_token(tiny, tmp_path, mask):
+    """Several processes use one cut over every process's valid tokens, as TRL does
+    (linear-interpolation quantile); with one process the gather is the identity, so the
+    cut is checked here against the definition, for both entropy masks."""
+    trainer = make_trainer(tiny, tmp_path, mask)
+    entropy = torch.tensor([[0.3, 2.0, 1.1, 9.0], [0.7, 0.7, 5.0, 1.4]])
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    cells = [(b, t) for b in range(2) for t in range(4) if valid[b, t]]
+    values = sorted(float(entropy[c]) for c in cells)
+    top = isinstance(mask, TopEntropy)
+    position = (1 - mask.rho if top else mask.rho) * (len(values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(values) - 1)
+    cut = values[low] + (values[high] - values[low]) * (position - low)
+    expected = torch.zeros_like(valid)
+    for c in cells:
+        expected[c] = float(entropy[c]) >= cut if top else float(entropy[c]) <= cut
+    assert torch.equal(trainer._global_quantile_mask(entropy, valid), expected)
