@@ -7,6 +7,8 @@ import torch
 
 from tokensieve.rl import plots
 from tokensieve.rl.analysis import ForkingAnalysis, analyse
+from tokensieve.rl.rollouts import complete
+from tokensieve.rl.tasks import get_task
 
 
 def test_overlap_counts_the_base_forks_kept():
@@ -33,6 +35,18 @@ def test_analyse_scores_the_same_tokens_under_every_model(tiny):
     n = len(result.pieces)
     assert n > 0 and all(len(e) == n for e in result.entropy.values())
     assert result.overlap("same") == 1.0
+    # the first answer's entropies from the definition: the base model's greedy answer,
+    # teacher-forced, -Σ p log p of the full next-token distribution at temperature 1
+    problem = get_task("arithmetic").problem("test", 0)
+    prompt, answer = complete(model, tokenizer, [problem], 6, temperature=0)[0]
+    assert answer, "an empty first answer: nothing to check"
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + answer])).logits[0].double()
+    expected = []
+    for t in range(len(prompt) - 1, len(prompt) + len(answer) - 1):
+        p = torch.softmax(logits[t], -1)
+        expected.append(float(-(p * torch.log(p.clamp_min(1e-300))).sum()))
+    assert np.allclose(result.entropy["base"][: len(answer)], expected, atol=1e-4)
     assert 0.0 <= result.overlap("sharper") <= 1.0
     assert result.entropy["sharper"].mean() < result.entropy["base"].mean()
     for png in (plots.entropy_histograms(result), plots.forks(result)):
