@@ -39,7 +39,9 @@ def cmd_eval(args) -> int:
         args.seed, progress=not args.quiet, top_p=args.top_p,
     )  # fmt: skip
     result = {"task": args.task, "model": args.model or "embedded", "problems": args.problems,
-              "temperature": args.temperature, "test_accuracy": accuracy}  # fmt: skip
+              "temperature": args.temperature, "top_p": args.top_p,
+              "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+              "test_accuracy": accuracy}  # fmt: skip
     print(json.dumps(result) if args.json else f"{args.task}: test accuracy {accuracy:.3f}")
     return 0
 
