@@ -66,12 +66,35 @@ def test_train_resume_compare_eval(cli, tiny_dir, tmp_path):
         (["--eval-problems", "0"], "eval-problems must be at least 1"),
         (["--mask", "magic"], "invalid choice"),
         (["--task", "poetry"], "invalid choice"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--temperature", "nan"], "--temperature must be a number"),
+        (["--learning-rate", "0"], "--learning-rate must be a positive number"),
+        (["--epsilon-high", "-0.1"], "--epsilon-high must be a number"),
+        (["--group-size", "1"], "--group-size must be at least 2"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+        (["--normalize", "tokens"], "invalid choice"),
     ],
 )
 def test_bad_options(cli, tiny_dir, tmp_path, extra, message):
     argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", tmp_path / "r"]
     code, _, err = cli(*argv, *FAST, *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--problems", "0"], "--problems must be at least 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+        (["--temperature", "-1"], "--temperature must be a number"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--seed", "-3"], "--seed: must be an integer"),
+    ],
+)
+def test_eval_bad_options(cli, tiny_dir, extra, message):
+    code, _, err = cli("rl", "eval", "--task", "arithmetic", "--model", tiny_dir, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_resume_with_other_config_and_missing_chat_template(cli, tiny_dir, tmp_path):
@@ -120,3 +143,23 @@ def test_compare_reads_hand_made_runs_without_a_traceback(cli, tmp_path):
         "step": 3,
         "reward": 0.75,
     }
+
+
+def test_compare_refuses_an_analysis_across_tasks(cli, tmp_path):
+    """The overlap analysis scores one base model's answers to one task: runs of two
+    tasks are refused before any model loads (--no-analysis still compares them)."""
+    from dataclasses import asdict
+
+    from tokensieve.rl.config import RunConfig
+
+    runs = []
+    for task in ("arithmetic", "countdown"):
+        run = tmp_path / task
+        (run / "final").mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps(asdict(RunConfig(task=task))))
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward": 0.5}) + "\n")
+        runs.append(run)
+    code, _, err = cli("rl", "compare", *runs, "--out", tmp_path / "c")
+    assert code == 2 and "different models or tasks" in err
+    code, _, err = cli("rl", "compare", *runs, "--out", tmp_path / "d", "--no-analysis")
+    assert code == 0, err

@@ -297,10 +297,18 @@ def test_unsupported_trl_options_and_normalisations_are_refused(tiny, tmp_path):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), normalize="tokens")
     with pytest.raises(UserError, match="beta"):
         make_trainer(tiny, tmp_path, TopEntropy(0.2), overrides={"beta": 0.1})
-    for option, value in (("top_entropy_quantile", 0.2), ("delta", 2.0),
-                          ("off_policy_mask_threshold", 0.5), ("entropy_coef", 0.01)):  # fmt: skip
-        with pytest.raises(UserError, match=option):
+    for option, value, named in (
+        ("top_entropy_quantile", 0.2, "top_entropy_quantile"), ("delta", 2.0, "delta"),
+        ("off_policy_mask_threshold", 0.5, "off_policy_mask_threshold"),
+        ("entropy_coef", 0.01, "entropy_coef"), ("use_adaptive_entropy", True, "entropy_coef"),
+        ("loss_type", "grpo", "loss_type"), ("importance_sampling_level", "sequence",
+                                             "importance_sampling_level"),
+    ):  # fmt: skip
+        with pytest.raises(UserError, match=named):
             make_trainer(tiny, tmp_path, TopEntropy(0.2), overrides={option: value})
+    with pytest.raises(UserError, match="GRPOConfig"):
+        ForkingTokenGRPOTrainer(model=tiny[0], reward_funcs=length_reward, args=None,
+                                processing_class=tiny[1])  # fmt: skip
 
 
 def test_trls_top_entropy_quantile_selects_what_top_entropy_selects(tiny, tmp_path):

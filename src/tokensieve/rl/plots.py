@@ -55,7 +55,10 @@ def curves(runs: dict[str, list[dict]]) -> bytes:
                 ax.plot(steps, values, label=name, marker=marker, linewidth=1.3, **styles[name])
         ax.set_title(title)
         ax.set_xlabel("step")
-    axes[0].legend(fontsize=7)
+    # the legend on the first panel that has lines (runs without test accuracy: no dots)
+    drawn = [ax for ax in axes if ax.lines]
+    if drawn:
+        drawn[0].legend(fontsize=7)
     fig.tight_layout()
     return png_bytes(fig)
 
