@@ -23,6 +23,19 @@ def test_complete_continues_any_byte_prefix(cli, tiny_dir, prompt):
     assert "completion" in json.loads(out)
 
 
+def test_a_vanishing_temperature_samples_the_greedy_bytes(cli, tiny_dir):
+    """τ → 0 is greedy; a τ so small that every log-probability / τ overflows still
+    samples (the best byte is shifted to 0 before scaling)."""
+    outputs = []
+    for temperature in ("0", "1e-300"):
+        code, out, err = cli("bytes", "complete", "--model", tiny_dir, "--prompt-bytes",
+                             "def ", "--max-bytes", "6", "--json",
+                             "--temperature", temperature)  # fmt: skip
+        assert code == 0, err
+        outputs.append(json.loads(out)["completion"])
+    assert outputs[0] == outputs[1]
+
+
 def test_score_with_every_cover_and_a_beam_is_below_canonical(cli, tiny_dir, tmp_path):
     """`--covers all` sums more tokenizations; the default sums the canonical ones."""
     text = tmp_path / "t.txt"
@@ -52,6 +65,7 @@ def test_ensemble_of_two_models(cli, tiny_dir):
         (["complete", "--prompt-bytes", "a", "--beam", "-1"], "--beam must be"),
         (["score", "--file", "-", "--covers", "some"], "invalid choice"),
         (["complete", "--prompt-bytes", "a", "--temperature", "-1"], "--temperature must be"),
+        (["complete", "--prompt-bytes", "a", "--temperature", "inf"], "--temperature must be"),
         (["ensemble", "--prompt-bytes", "a"], "two or more --model"),
         (["ensemble", "--prompt-bytes", "a", "--model", "M", "--model", "M", "--weights",
           "0.5,0.6"], "sum to 1"),

@@ -170,7 +170,8 @@ def test_kv_eval_writes_results(cli, tiny_dir, tmp_path):
         (["--context", "1"], "--context must be"),
         (["--passkey-cases", "-1"], "must not be negative"),
         (["--multiturn-cases", "-2"], "must not be negative"),
-        (["--multiturn-cases", "1", "--multiturn-turns", "1"], "at least 2 turns"),
+        (["--multiturn-cases", "1", "--multiturn-turns", "1"], "2 to 24 turns"),
+        (["--multiturn-cases", "1", "--multiturn-turns", "25"], "2 to 24 turns"),
         (["--passkey-mode", "sideways"], "invalid choice"),
         (["--policies", "magic"], "invalid choice"),
         (["--policies", "h2o", "--prefill", "sparse"], "add tokenselect"),
@@ -197,3 +198,23 @@ def test_kv_eval_multiturn_reports_accuracy_per_asking_turn(cli, tiny_dir, tmp_p
     rows = json.loads((tmp_path / "r" / "kv-eval.json").read_text())
     assert [sorted(r["multiturn_accuracy"]) for r in rows] == [["1"]] * 2
     assert "multi-turn" in out
+
+
+def test_kv_eval_passkey_needs_a_chat_template(cli, tiny_dir, tmp_path):
+    """Passkey prompts are chat turns: a model without a template is refused in one line
+    before the fidelity pass, and --passkey-cases 0 still evaluates it."""
+    import json
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    argv = ["kv", "eval", "--model", str(plain), "--quiet", "--policies", "streaming",
+            "--context", "64", "--decode", "4", "--budgets", "0.5"]  # fmt: skip
+    code, _, err = cli(*argv, "--passkey-cases", "1")
+    assert code == 2 and "no chat template" in err and err.count("\n") == 1, err
+    code, _, err = cli(*argv, "--passkey-cases", "0")
+    assert code == 0, err

@@ -65,8 +65,9 @@ def test_the_harness_answers_as_greedy_decoding_of_the_whole_conversation(long_t
 
 def test_bad_conversations_are_refused(tiny):
     _, tokenizer = tiny
-    with pytest.raises(UserError, match="at least 2 turns"):
-        make_conversation(tokenizer, TEXT, turns=1)
+    for turns in (1, 25):  # 25: more facts than the 12 it has names for
+        with pytest.raises(UserError, match="2 to 24 turns"):
+            make_conversation(tokenizer, TEXT, turns=turns)
     with pytest.raises(UserError, match="need more"):
         make_conversation(tokenizer, "too short", turns=4, turn_tokens=64)
 

@@ -39,6 +39,21 @@ def test_bits_per_byte_equals_a_hand_computation():
     assert result.lossless
 
 
+def test_a_tokenizer_without_bos_or_eos_is_refused():
+    """Without a token to score the first token after, bits per byte would skip bytes
+    (or fail in torch): a one-line error instead, here and in the fine-tune's windows."""
+    from tokensieve import UserError
+    from tokensieve.vocab.finetune import training_windows
+
+    model, tokenizer = tiny_model(seed=4)
+    tokenizer.bos_token = tokenizer.eos_token = None
+    assert tokenizer.bos_token_id is None and tokenizer.eos_token_id is None
+    with pytest.raises(UserError, match="neither a BOS nor an EOS"):
+        bits_per_byte(model, tokenizer, TEXTS)
+    with pytest.raises(UserError, match="neither a BOS nor an EOS"):
+        training_windows(tokenizer, TEXTS, 8)
+
+
 def test_sliding_windows_score_each_token_once():
     model, tokenizer = tiny_model(seed=4)
     full = bits_per_byte(model, tokenizer, TEXTS, window=256, stride=256)

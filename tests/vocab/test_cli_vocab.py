@@ -109,7 +109,17 @@ def test_bad_input(cli, tiny_dir, tmp_path, corpus):
             ],
             "at least 300",
         ),  # fmt: skip
-    ]
+        (["vocab", "train-tokenizer", "--corpus", corpus, "--vocab-size", str(10**20),
+          "--out", tmp_path / "t"], "at most 2**24"),
+        ([*base, "--tokenizer", tiny_dir, "--out", tmp_path / "o", "--top-k", "-1"],
+         "--top-k must be at least 1"),
+        ([*base, "--tokenizer", tiny_dir, "--out", tmp_path / "o", "--temperature", "nan"],
+         "--temperature must be a number"),
+        ([*base, "--tokenizer", tiny_dir, "--out", tmp_path / "o", "--weight", "5"],
+         "--weight must be in [0, 1]"),
+        ([*base, "--tokenizer", tiny_dir, "--out", tmp_path / "o", "--method", "omp",
+          "--k", "0"], "--k must be at least 1"),
+    ]  # fmt: skip
     for argv, message in cases:
         code, _, err = cli(*argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)

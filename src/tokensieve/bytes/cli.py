@@ -8,7 +8,7 @@ import json
 import sys
 
 from tokensieve.commandline import add_common, read_text_file
-from tokensieve.errors import UserError
+from tokensieve.errors import UserError, check_sampling
 from tokensieve.extensions import LANGUAGE_MODEL_VIEWS
 
 # `generate --byte-level` samples over bytes (see tokensieve.extensions).
@@ -55,8 +55,7 @@ def _check(args) -> None:
         raise UserError(f"--beam must be at least 1 (0 = no beam), got {args.beam}")
     if getattr(args, "max_bytes", 1) < 1:
         raise UserError(f"--max-bytes must be at least 1, got {args.max_bytes}")
-    if getattr(args, "temperature", 0.0) < 0:
-        raise UserError(f"--temperature must be 0 (greedy) or above, got {args.temperature}")
+    check_sampling(getattr(args, "temperature", 0.0))  # finite, 0 (greedy) or above
 
 
 def _show(data: bytes) -> str:

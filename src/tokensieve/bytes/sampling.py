@@ -12,6 +12,8 @@ ill-formed UTF-8) are not excluded.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tokensieve.errors import UserError
@@ -66,7 +68,7 @@ def continue_bytes(
     ``(bytes, ended)``, `ended` True when the model chose to end."""
     if max_bytes < 1:
         raise UserError(f"`max_bytes` must be at least 1, got {max_bytes}")
-    if not greedy and not temperature > 0:
+    if not greedy and not (math.isfinite(temperature) and temperature > 0):
         raise UserError(f"`temperature` must be above 0 (or sample greedily), got {temperature}")
     rng = np.random.default_rng(seed)
     state, out = model.state(prefix), b""
@@ -82,8 +84,8 @@ def continue_bytes(
         if greedy:
             choice = int(np.argmax(logs))
         else:
-            scaled = logs / temperature
-            weights = np.exp(scaled - scaled[np.isfinite(scaled)].max())
+            # shift before scaling: the best byte stays at 0 however small the temperature
+            weights = np.exp((logs - logs[np.isfinite(logs)].max()) / temperature)
             choice = int(rng.choice(257, p=weights / weights.sum()))
         if choice == 256:
             return out, True

@@ -10,7 +10,7 @@ import time
 from tokensieve.commandline import add_common, checked_device, read_text_file
 from tokensieve.errors import UserError
 from tokensieve.extensions import EXTRA_SIGNALS
-from tokensieve.kv.options import make_kv_policy, parse_budget
+from tokensieve.kv.options import MAX_TURNS, make_kv_policy, parse_budget
 from tokensieve.kv.policies import POLICIES
 
 # `inspect --kv-policy` marks the tokens a policy keeps (see tokensieve.extensions).
@@ -96,8 +96,9 @@ def cmd_eval(args) -> int:
         raise UserError("--context must be at least 2 and --decode at least 1")
     if args.passkey_cases < 0 or args.multiturn_cases < 0:
         raise UserError("--passkey-cases and --multiturn-cases must not be negative")
-    if args.multiturn_cases and (args.multiturn_turns < 2 or args.multiturn_tokens < 32):
-        raise UserError("a conversation needs at least 2 turns (--multiturn-turns) of at "
+    if args.multiturn_cases and (not 2 <= args.multiturn_turns <= MAX_TURNS
+                                 or args.multiturn_tokens < 32):  # fmt: skip
+        raise UserError(f"a conversation has 2 to {MAX_TURNS} turns (--multiturn-turns) of at "
                         "least 32 tokens (--multiturn-tokens)")  # fmt: skip
     if (args.prefill or args.reuse_threshold is not None) and "tokenselect" not in args.policies:
         raise UserError("--prefill and --reuse-threshold are TokenSelect's; add tokenselect "
@@ -109,6 +110,9 @@ def cmd_eval(args) -> int:
     text = read_text_file(args.file) if args.file else _python_reference()
     device = checked_device(args.device)
     model, tokenizer = load_model(args.model)
+    if args.passkey_cases and not getattr(tokenizer, "chat_template", None):  # before the slow part
+        raise UserError("the model has no chat template and passkey prompts are chat turns: "
+                        "give --passkey-cases 0")  # fmt: skip
     model.to(device)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][: args.context + args.decode]
     if len(ids) < args.context + 1:

@@ -22,6 +22,7 @@ import torch
 
 from tokensieve.errors import UserError
 from tokensieve.kv.cache import CompressedCache, compression
+from tokensieve.kv.options import MAX_TURNS
 from tokensieve.kv.passkey import key_digits
 from tokensieve.kv.policies import FullPolicy
 from tokensieve.kv.policy import KVPolicy
@@ -31,6 +32,7 @@ from tokensieve.models import with_cache
 THINGS = ["red archive", "blue ledger", "green vault", "silver drawer", "amber folder",
           "violet crate", "golden locker", "black cabinet", "white chest", "orange safe",
           "grey binder", "copper box"]  # fmt: skip
+assert 2 * len(THINGS) == MAX_TURNS  # a fact of its own for each pair of turns
 
 
 @dataclass
@@ -47,8 +49,8 @@ def make_conversation(
     passages from a random start). Even turns plant a fact at a random point of their
     passage; odd turns ask for the fact of the turn before (their own passage plants
     none, so the answer is not the nearest code in sight)."""
-    if turns < 2:
-        raise UserError(f"a conversation needs at least 2 turns, got {turns}")
+    if not 2 <= turns <= MAX_TURNS:
+        raise UserError(f"a conversation has 2 to {MAX_TURNS} turns, got {turns}")
     if turn_tokens < 32:
         raise UserError(f"turns need at least 32 tokens of text, got {turn_tokens}")
     rng = random.Random(seed)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from tokensieve.errors import UserError
 
+MAX_TURNS = 24  # turns of a multi-turn conversation: 12 distinct facts, one per two turns
+
 
 def parse_budget(text: str) -> float | int:
     """'0.2' is a fraction of the prompt, '512' a token count."""

@@ -22,6 +22,19 @@ from tokensieve.errors import UserError
 from tokensieve.lm import document_start
 
 
+def start_token(tokenizer) -> int:
+    """The token each document is scored after (BOS, else EOS), so its first token is
+    predicted too: bits per byte counts every byte."""
+    first = document_start(tokenizer)
+    if first is None:
+        raise UserError(
+            "the tokenizer has neither a BOS nor an EOS token, so a document's first token "
+            "cannot be predicted; give it one (e.g. a tokenizer directory whose "
+            "tokenizer_config.json names bos_token or eos_token)"
+        )
+    return first
+
+
 @dataclass
 class BitsPerByte:
     bits_per_byte: float
@@ -44,12 +57,12 @@ def bits_per_byte(
     # A forward of `window` tokens predicts at most window - 1 of them (the first has
     # no predecessor inside it), so that is the most a step can score.
     step = min(stride, window - 1)
-    first = document_start(tokenizer)
+    first = start_token(tokenizer)
     nll, total_bytes, tokens, lossless = 0.0, 0, 0, True
     for text in tqdm(texts, desc="bits per byte", disable=not progress, leave=False):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         lossless &= tokenizer.decode(ids) == text
-        sequence = torch.tensor([first, *ids])
+        sequence = torch.tensor([first, *ids], device=model.device)
         scored = 1  # index in `sequence` of the next target
         while scored < len(sequence):
             end = min(scored + step, len(sequence))

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokensieve.errors import UserError
-from tokensieve.lm import document_start
+from tokensieve.vocab.bits_per_byte import start_token
 
 
 @dataclass
@@ -43,7 +43,7 @@ def vocabulary_parameters(model) -> list[torch.nn.Parameter]:
 def training_windows(tokenizer, texts: list[str], length: int) -> torch.Tensor:
     """``[n, length]`` token windows cut from the texts, each document after the separator
     `bits_per_byte` scores it with."""
-    first = document_start(tokenizer)
+    first = start_token(tokenizer)
     ids: list[int] = []
     for text in texts:
         ids += [first, *tokenizer(text, add_special_tokens=False)["input_ids"]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from tokensieve.errors import UserError
 from tokensieve.vocab.aux_space import AuxSpace, make_space
 from tokensieve.vocab.initializers import Initializer
 
@@ -47,6 +48,10 @@ class OMPInit(Initializer):
         batch_size: int = 256,
     ):
         super().__init__(seed)
+        if k < 1:  # k = 0 would leave the new rows empty, not fail
+            raise UserError(f"`k` must be at least 1, got {k}")
+        if batch_size < 1:
+            raise UserError(f"`batch_size` must be at least 1, got {batch_size}")
         self.space, self.k, self.donor_rows, self.batch_size = space, k, donor_rows, batch_size
 
     def vectors(self, ids: list[int], texts: list[str], old_rows, old_tokenizer) -> torch.Tensor:

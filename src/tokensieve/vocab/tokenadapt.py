@@ -16,8 +16,11 @@ the old matrix (``draw = "normal"``, see initializers.py).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from tokensieve.errors import UserError
 from tokensieve.vocab.aux_space import AuxSpace, make_space
 from tokensieve.vocab.initializers import Initializer
 
@@ -36,6 +39,16 @@ class TokenAdaptInit(Initializer):
         threshold: float = 0.0,
     ):
         super().__init__(seed)
+        # checked here, not where they are used: a bad value would not raise there but
+        # write NaN, infinite or zero rows into the new model
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise UserError(f"`temperature` must be a number ≥ 0, got {temperature}")
+        if top_k < 1:
+            raise UserError(f"`top_k` must be at least 1, got {top_k}")
+        if not 0.0 <= weight <= 1.0:
+            raise UserError(f"`weight` must be in [0, 1] (the global share), got {weight}")
+        if not math.isfinite(threshold):
+            raise UserError(f"`threshold` must be a number, got {threshold}")
         self.space, self.temperature, self.top_k = space, temperature, top_k
         self.weight, self.threshold = weight, threshold
 

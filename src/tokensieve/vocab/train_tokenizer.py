@@ -92,8 +92,11 @@ def train_tokenizer(
     if recipe not in RECIPES:
         raise UserError(f"unknown supertoken recipe {recipe!r}; choose one of "
                         f"{', '.join(RECIPES)}")  # fmt: skip
-    if vocab_size < 300:
-        raise UserError(f"`vocab_size` must be at least 300 (256 bytes + merges), got {vocab_size}")
+    if not 300 <= vocab_size <= 2**24:  # the trainer's own limit is a u32; 16M is plenty
+        raise UserError(
+            f"`vocab_size` must be at least 300 (256 bytes + merges) and at most 2**24, "
+            f"got {vocab_size}"
+        )
     if not any(t.strip() for t in texts):
         raise UserError("the corpus is empty")
     specials = list(base_tokenizer.all_special_tokens) if base_tokenizer is not None else []
