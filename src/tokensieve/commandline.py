@@ -76,13 +76,13 @@ def read_text_file(name: str) -> str:
         data, shown = sys.stdin.buffer.read(), "standard input"
     else:
         path = Path(name)
-        if path.is_dir():
-            raise UserError(f"cannot read '{name}': it is a directory, not a text file")
-        if not path.exists():
-            raise UserError(f"cannot read '{name}': no such file")
         try:
+            if path.is_dir():
+                raise UserError(f"cannot read '{name}': it is a directory, not a text file")
             data = path.read_bytes()
-        except OSError as exc:
+        except FileNotFoundError:
+            raise UserError(f"cannot read '{name}': no such file") from None
+        except OSError as exc:  # permissions, a folder on the way that may not be searched
             raise UserError(f"cannot read '{name}': {exc.strerror or exc}") from None
         shown = f"'{name}'"
     try:

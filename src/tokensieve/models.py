@@ -69,9 +69,13 @@ def embedded_model_file() -> Path:
 def _gguf_cache_dir(gguf: Path) -> Path:
     """Cache location keyed by the file's name, size and the hash of its first 4 MiB."""
     digest = hashlib.sha256()
-    with gguf.open("rb") as f:
-        digest.update(f.read(4 << 20))
-    key = f"{gguf.stem}-{gguf.stat().st_size}-{digest.hexdigest()[:16]}"
+    try:
+        with gguf.open("rb") as f:
+            digest.update(f.read(4 << 20))
+        size = gguf.stat().st_size
+    except OSError as exc:
+        raise UserError(f"cannot read {gguf}: {exc.strerror or exc}") from None
+    key = f"{gguf.stem}-{size}-{digest.hexdigest()[:16]}"
     return cache_root() / "models" / key
 
 
@@ -165,11 +169,15 @@ def resolve_model_dir(spec: str | os.PathLike | None) -> tuple[Path, str]:
     if spec is None:
         return converted_gguf(embedded_model_file()), EMBEDDED_NAME
     path = Path(spec).expanduser()
-    if not path.exists():
+    try:
+        path.stat()
+    except FileNotFoundError:
         raise UserError(
             f"no model at '{spec}': give a local Hugging Face model directory or a .gguf "
             "file (nothing is downloaded)"
-        )
+        ) from None
+    except OSError as exc:  # e.g. a folder on the way that may not be searched
+        raise UserError(f"cannot read the model at '{spec}': {exc.strerror or exc}") from None
     if path.is_file():
         if path.suffix != ".gguf":
             raise UserError(f"'{spec}' is a file but not a .gguf model; give a directory")

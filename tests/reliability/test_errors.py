@@ -37,6 +37,35 @@ def test_unreadable_inputs(cli, tiny_dir, tmp_path, monkeypatch):
     assert one_line_error(code, err, "Permission denied")
 
 
+def test_paths_behind_a_folder_that_may_not_be_searched(cli, tiny_dir, tmp_path, monkeypatch):
+    """Stat calls fail with EACCES when a folder on the way may not be searched (Python
+    3.11's pathlib raises it); a text file, a model path and a .gguf whose bytes cannot
+    be read each end in one line."""
+    hidden = tmp_path / "hidden"
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    original_stat, original_open = Path.stat, Path.open
+
+    def stat(self, *args, **kwargs):
+        if hidden in (self, *self.parents):
+            raise PermissionError(13, "Permission denied")
+        return original_stat(self, *args, **kwargs)
+
+    def open_(self, *args, **kwargs):
+        if self == gguf:
+            raise PermissionError(13, "Permission denied")
+        return original_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(Path, "open", open_)
+    code, _, err = cli("inspect", "--file", hidden / "notes.txt", "--model", tiny_dir)
+    assert one_line_error(code, err, "Permission denied")
+    code, _, err = cli("inspect", "--text", "abc", "--model", hidden / "model")
+    assert one_line_error(code, err, "Permission denied")
+    code, _, err = cli("inspect", "--text", "abc", "--model", gguf)
+    assert one_line_error(code, err, "Permission denied")
+
+
 def test_cut_model_files(cli, tiny_dir, tmp_path, monkeypatch):
     import shutil
 
