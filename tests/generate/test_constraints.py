@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokensieve import UserError
@@ -53,6 +54,12 @@ def test_predicate_errors_become_user_errors():
 
     with pytest.raises(UserError, match="raised KeyError"):
         PredicateConstraint(broken).prefix(b"a")
+
+    def ambiguous(text):  # a result with no truth value fails in bool(), not in the call
+        return np.array([True, False])
+
+    with pytest.raises(UserError, match="raised ValueError"):
+        PredicateConstraint(ambiguous).prefix(b"a")
     with pytest.raises(UserError, match="module:function"):
         PredicateConstraint.from_spec("json")
     with pytest.raises(UserError, match="no function"):

@@ -200,3 +200,20 @@ def test_an_unknown_estimator_is_refused_whatever_the_method():
         with pytest.raises(UserError, match="unknown AWRS estimator"):
             generate(model, tokenizer, "x", RegexConstraint("a"), method=method,
                      estimator="magic")  # fmt: skip
+
+
+def test_a_tokenizer_without_an_end_token_is_refused(monkeypatch):
+    """A constrained text is complete only when it ends: a tokenizer with neither EOS nor
+    <|im_end|> (whose end ids are none) is refused in the library's words, as is an
+    empty prompt."""
+    from tokensieve import UserError
+    from tokensieve.generate import language_model
+
+    model, tokenizer = tiny_model(seed=0)
+    prompt = tokenizer("a", add_special_tokens=False)["input_ids"]
+    with pytest.raises(UserError, match="at least one token"):
+        TokenLM(model, tokenizer, [])
+    assert TokenLM(model, tokenizer, prompt).eos_ids  # the tiny tokenizer can end a text
+    monkeypatch.setattr(language_model, "end_of_turn_ids", lambda tokenizer: [])
+    with pytest.raises(UserError, match="no end token"):
+        TokenLM(model, tokenizer, prompt)

@@ -67,9 +67,9 @@ def generate(
     if particles is None:
         particles = 5 if method == "smc" else 1
     if particles < 1:
-        raise UserError(f"particles must be at least 1, got {particles}")
+        raise UserError(f"`particles` must be at least 1, got {particles}")
     if max_tokens < 1:
-        raise UserError(f"max_tokens must be at least 1, got {max_tokens}")
+        raise UserError(f"`max_tokens` must be at least 1, got {max_tokens}")
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty")
     ids = prompt_ids(tokenizer, prompt, chat)

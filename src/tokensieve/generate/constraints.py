@@ -160,11 +160,11 @@ class PredicateConstraint(Constraint):
     def _call(self, text: str, complete: bool) -> bool:
         try:
             result = self.function(text, complete) if self.two_arguments else self.function(text)
+            return bool(result)  # inside: a result with no truth value (an array) raises here
         except Exception as exc:  # a user's function: report, don't traceback
             raise UserError(
                 f"the predicate {self.name} raised {type(exc).__name__}: {exc}"
             ) from None
-        return bool(result)
 
     def prefix_text(self, text: str) -> bool:
         return self._call(text, False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tokensieve.errors import UserError
 from tokensieve.lm import check_context, end_of_turn_ids, special_ids, vocabulary_bytes
 from tokensieve.models import with_cache
 
@@ -25,7 +26,7 @@ class TokenLM:
 
     def __init__(self, model, tokenizer, prompt_ids: list[int]):
         if not prompt_ids:
-            raise ValueError("the prompt must hold at least one token")
+            raise UserError("the prompt must hold at least one token")
         self.model = model
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
@@ -34,6 +35,9 @@ class TokenLM:
         self.token_bytes = vocabulary_bytes(tokenizer)[:vocab]
         self.token_bytes += [b""] * (vocab - len(self.token_bytes))
         self.eos_ids = set(end_of_turn_ids(tokenizer))
+        if not self.eos_ids:  # a text must be able to end: the constraint checks it complete
+            raise UserError("the model's tokenizer has no end token (EOS or <|im_end|>), so "
+                            "a constrained text could never be complete")  # fmt: skip
         special = special_ids(tokenizer)  # added tokens that are text stay allowed
         # Tokens that can never be generated: other specials, padding rows past the tokenizer.
         self.forbidden = np.zeros(vocab, dtype=bool)
