@@ -63,3 +63,17 @@ def test_a_prefetched_batch_equals_fresh_forwards():
             logits = model(input_ids=torch.tensor([list(tokens)])).logits[0, -1].double()
         assert np.allclose(found, torch.softmax(logits, -1).numpy(), atol=1e-12), tokens
     assert token_model.forwards == 2  # all answered from the batch
+
+
+def test_positions_past_the_window_are_refused():
+    """A learned-position model fails on them and a RoPE model extrapolates silently:
+    both the single-query and the batched path refuse in one line instead."""
+    from tokensieve import UserError
+
+    model, tokenizer = tiny_model(seed=1, max_positions=16)
+    token_model = TokenModel(model, ByteVocabulary(tokenizer))
+    token_model.distribution(tuple(range(20, 36)))  # 16 tokens: the whole window
+    with pytest.raises(UserError, match="reads at most 16"):
+        token_model.distribution(tuple(range(20, 37)))
+    with pytest.raises(UserError, match="reads at most 16"):
+        token_model.prefetch([tuple(range(20, 30)) + (5,) * 4, tuple(range(20, 30)) + (6,) * 8])

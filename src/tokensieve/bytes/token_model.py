@@ -16,7 +16,11 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from tokensieve.lm import check_context
 from tokensieve.models import with_cache
+
+# positions past the model's window are refused, not silently extrapolated
+CONTEXT_HINT = "shorten the text or the bytes asked for"
 
 
 class TokenModel:
@@ -87,6 +91,7 @@ class TokenModel:
         rows = len(queries)
         rests = [list(q[shared:]) for q in queries]
         width = max(len(r) for r in rests)
+        check_context(self.model, shared + width, CONTEXT_HINT)
         view = DynamicCache(config=self.model.config)
         for mine, theirs in zip(self._cache.layers, view.layers, strict=True):
             theirs.lazy_initialization(mine.keys, mine.values)
@@ -110,6 +115,7 @@ class TokenModel:
 
         if not tokens:
             raise ValueError("a next-token distribution needs at least one token of context")
+        check_context(self.model, len(tokens), CONTEXT_HINT)
         if self._cache is None:
             self._cache = DynamicCache(config=self.model.config)
         shared = 0
