@@ -15,12 +15,15 @@ What is summed, and so what is exact (algorithm note §3.4):
   part (every complete token) the tokenizer can produce, i.e. begins the canonical
   encoding of some text (`tokensieve.bytes.canonical`; prefix-canonicality, not the
   authors' round-trip test, which drops real tokenizations after whitespace runs on
-  GPT-2-style tokenizers). Exact for the quantity the paper defines — the byte-level
-  probability of a model that gives non-canonical tokenizations no mass — for every
-  tokenizer whose tokens are byte strings and that encodes text as it is (byte-level BPE
-  such as SmolLM2's, SentencePiece with byte fallback and no dummy prefix such as Gemma
-  3's; a dummy-prefix tokenizer is refused). A trained model leaks a little mass to other
-  tokenizations (measured: 1.7e-4 nats on "Hello" for SmolLM2), which this leaves out. The
+  GPT-2-style tokenizers). It aims at the quantity the paper defines — the byte-level
+  probability of a model that gives non-canonical tokenizations no mass — for tokenizers
+  whose tokens are byte strings and that encode text as it is (byte-level BPE such as
+  SmolLM2's, SentencePiece with byte fallback and no dummy prefix such as Gemma 3's; a
+  dummy-prefix tokenizer is refused). How exact it is rests on the canonicality probes of
+  `tokensieve.bytes.canonical` (a lookahead of one or two characters: a heuristic, checked
+  against a brute-force oracle on a small alphabet only). A trained model leaks a little
+  mass to other tokenizations (measured: 1.7e-4 nats on "Hello" for SmolLM2; the algorithm
+  note's 6.9e-4 also filters the last token, which we do not), which this leaves out. The
   last token of a cover is not filtered (as the authors' code with `fast_mode=True`), and
   byte-fallback tokens that end inside a character are kept until it is whole. Few
   hypotheses stay alive (about one per split point in the last word), so no beam is
@@ -30,11 +33,15 @@ What is summed, and so what is exact (algorithm note §3.4):
   over token sequences. Its hypotheses grow with the number of tokenizations: give a beam
   on long text.
 - `beam=K`: the K heaviest hypotheses after each byte (and none below `prune` times the
-  heaviest); a lower bound on the value without the beam, as genlm-bytes' beam is.
+  heaviest); a lower bound on the value without the beam, as genlm-bytes' beam is. The
+  prune rules differ: ours is relative to the heaviest hypothesis, genlm-bytes' to their
+  summed mass (weight − log Z ≤ log p).
 Special tokens (BOS, end-of-turn, ...) are not text: they never cover bytes; the model's
 end tokens (`eos_ids`) are the end symbol (index 256 of a next-byte distribution).
 Next-byte distributions are normalised over the 256 bytes and the end (the mass a model
-leaks to other special tokens is dropped), as Phan et al.'s code and genlm-bytes do.
+leaks to other special tokens is dropped). Phan et al.'s code and genlm-bytes renormalise
+locally too, over other symbol sets (theirs add unk, bos and control symbols; genlm-bytes
+has 258 with its end of text).
 """
 
 from __future__ import annotations

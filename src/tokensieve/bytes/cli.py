@@ -167,9 +167,12 @@ def register(commands) -> None:
             add_common(p, "model", "seed", "quiet")
         p.add_argument(
             "--covers", default="canonical", choices=["canonical", "all"],
-            help="canonical (default): the covers the tokenizer can produce, Phan et al.'s "
-            "algorithm, exact when the model gives other tokenizations no mass; all: every "
-            "tokenization (the model's exact byte marginal; give --beam on long text)",
+            help="canonical (default): the covers the tokenizer can produce (Phan et al.'s "
+            "algorithm with a prefix-canonical test instead of their round trip, the last "
+            "token unfiltered), exact when the model gives other tokenizations no mass; all: "
+            "every tokenization (the model's exact byte marginal; give --beam on long text). "
+            "To continue a prompt, both apply after its last word boundary unless "
+            "--whole-prefix",
         )  # fmt: skip
         p.add_argument(
             "--beam", type=int, default=0,

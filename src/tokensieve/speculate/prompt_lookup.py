@@ -4,7 +4,9 @@
 The last `max_ngram` tokens (then fewer, down to 1) are searched for in the prompt and the
 output so far; the first (leftmost) occurrence that has tokens after it proposes up to
 `tree_size` of them (transformers' ``prompt_lookup_num_tokens``). That is the rule of
-transformers' `PromptLookupCandidateGenerator`, so the two propose the same drafts; with
+transformers' `PromptLookupCandidateGenerator`, so the two propose the same drafts, except
+that transformers also cuts a proposal at the end token and applies its logits
+processors' bans (neither changes what verification commits, only the draft); with
 no match the step is a plain one, so the method costs nothing when the text does not
 repeat itself.
 """

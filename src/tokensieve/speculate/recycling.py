@@ -4,7 +4,8 @@ Every forward scores the whole vocabulary and keeps one token; the runners-up ar
 candidates the model may want again. An adjacency matrix ``M[vocab, k]`` stores, for each
 token, the top-k tokens the model most recently ranked highest right after it. A step
 fills a static tree template from ``M`` breadth-first (node ``(0, 1)`` takes the rank-1
-successor of the rank-0 successor of the root; the paper's Fig. 2 and "Algorithm 1"),
+successor of the rank-0 successor of the root; the paper's Fig. 2, and "Algorithm 1" as
+smpanaro/token-recycling's code comments name it),
 the tree is verified in one forward, and then **every** node's row — rejected nodes
 included, that is the recycling — is overwritten with the top-k of that node's logits.
 
@@ -44,7 +45,7 @@ class TokenRecycling:
     def __init__(self, tree_size: int = 2, top_k: int = 8, hot_start: bool = True):
         full = len(paper_template())
         if not 1 <= tree_size <= full:
-            raise UserError(f"`tree_size` must be 1 to {full} (the paper's tree), got {tree_size}")
+            raise UserError(f"`tree_size` must be 1 to {full} (the authors' tree), got {tree_size}")
         self.template = Template.from_paths(pruned_template(tree_size))
         needed = max(self.template.ranks) + 1
         if top_k < needed:

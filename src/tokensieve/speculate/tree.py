@@ -7,10 +7,11 @@ sees the committed text, its ancestors and itself â€” nothing of its siblings â€
 forward gives every path the logits that decoding that path token by token would give.
 
 Token Recycling fills a *static template*: a fixed tree of rank paths, ``(0, 1)`` meaning
-"the 2nd candidate successor of the 1st candidate successor of the root". `PAPER_TREE`
-is the authors' default template ("2.2.2": 80 nodes, depth 6; `model/recycling/
-tree_template_.py` of Luowaterbi/TokenRecycling, the same tree as smpanaro/token-
-recycling's ``static_tree``, written here as children counts per parent). A CPU pays for
+"the 2nd candidate successor of the 1st candidate successor of the root".
+`PAPER_TREE_CHILDREN` (`paper_template()`) is the authors' default template ("2.2.2": 80
+nodes, depth 6; `model/recycling/tree_template_.py` of Luowaterbi/TokenRecycling, the
+same tree as smpanaro/token-recycling's ``static_tree``, written here as children counts
+per parent). A CPU pays for
 every node (a forward of 81 tokens costs several single-token forwards), so smaller
 trees are offered: `pruned_template` keeps the nodes with the highest product of assumed
 per-rank acceptance rates, which always yields a valid tree (a child never outscores its
@@ -62,7 +63,7 @@ def path_score(path: tuple[int, ...]) -> float:
 
 @cache
 def pruned_template(nodes: int) -> tuple[tuple[int, ...], ...]:
-    """The `nodes` paths of the paper's template with the highest `path_score`, kept in
+    """The `nodes` paths of the authors' template with the highest `path_score`, kept in
     breadth-first order (ties broken by that order, so the result is deterministic)."""
     full = paper_template()
     if not 0 <= nodes <= len(full):
