@@ -102,12 +102,13 @@ def test_next_byte_distribution_equals_brute_force_ratios(tiny64, text):
     brute = BruteForce(model, tokenizer, byte_lm.context)
     state = byte_lm.state(text)
     raw = state.next_logprobs(normalise=False)  # log P(x b) and log P(x, end)
-    for b in [ord(c) for c in "Tthe ar\n(o"] + [0xE2]:
-        assert raw[b] == pytest.approx(brute.prefix_logprob(text + bytes([b])), abs=1e-10)
-    assert raw[256] == pytest.approx(brute.complete_logprob(text, byte_lm.eos), abs=1e-10)
+    # every byte and the end from the brute force, normalised here
+    brute_raw = [brute.prefix_logprob(text + bytes([b])) for b in range(256)]
+    brute_raw.append(brute.complete_logprob(text, byte_lm.eos))
+    for b in [ord(c) for c in "Tthe ar\n(o"] + [0xE2, 256]:
+        assert raw[b] == pytest.approx(brute_raw[b], abs=1e-10)
+    reference = np.exp(np.array(brute_raw))
     probabilities = np.exp(state.next_logprobs())
-    assert probabilities.sum() == pytest.approx(1.0, abs=1e-12)
-    reference = np.exp(raw)
     assert np.allclose(probabilities, reference / reference.sum(), atol=1e-12)
 
 
@@ -151,17 +152,32 @@ def test_an_ensemble_of_a_model_with_itself_is_the_model(tiny64):
     assert np.allclose(product, alone, atol=1e-5)  # up to the 1e-6 uniform floor
 
 
-def test_an_ensemble_across_tokenizers_is_a_distribution(tiny64):
+def test_an_ensemble_across_tokenizers_combines_the_members_per_byte(tiny64):
+    """Each byte's distribution from the members' own next-byte distributions, combined
+    here: Σ wᵢpᵢ, or Π((1 − 1e-6)pᵢ + 1e-6/257)^wᵢ renormalised; a text's probability is
+    the product over its bytes (and the end, for a complete text)."""
     model, tokenizer = tiny64
     other, other_tokenizer = tiny_model(vocab_size=400, seed=5, head_scale=4.0)
     members = [ByteLM(model, tokenizer), ByteLM(other.double(), other_tokenizer)]
+    weights = [0.3, 0.7]
+    text = b"The w"
     for mode in ("mixture", "product"):
-        ensemble = ByteEnsemble(members, [0.3, 0.7], mode)
-        state = ensemble.state(b"")
-        for byte in b"The w":
-            assert np.exp(state.next_logprobs()).sum() == pytest.approx(1.0, abs=1e-9)
-            state = state.advance(byte)
-    assert ensemble.byte_logprob(b"The w") < 0
+        ensemble = ByteEnsemble(members, weights, mode)
+        expected_logprob = 0.0
+        for i in range(len(text) + 1):
+            prefix = text[:i]
+            p = [m.next_byte_distribution(prefix) for m in members]
+            if mode == "mixture":
+                reference = weights[0] * p[0] + weights[1] * p[1]
+            else:
+                floored = [(1 - 1e-6) * q + 1e-6 / 257 for q in p]
+                reference = floored[0] ** weights[0] * floored[1] ** weights[1]
+                reference = reference / reference.sum()
+            found = ensemble.next_byte_distribution(prefix)
+            assert np.allclose(found, reference, atol=1e-12, rtol=1e-9), (mode, prefix)
+            expected_logprob += math.log(reference[text[i]] if i < len(text) else reference[256])
+        assert ensemble.byte_logprob(text, complete=True) == pytest.approx(expected_logprob,
+                                                                            abs=1e-9)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -212,3 +228,19 @@ def test_added_tokens_that_are_text_count_and_special_ones_do_not():
     assert tokenizer.convert_tokens_to_ids("\n\n\n") in vocabulary.exact(b"\n\n\n", lo)
     tool = tokenizer.convert_tokens_to_ids("<|tool|>")
     assert tool not in set(vocabulary.sorted_ids.tolist())
+
+
+@pytest.mark.parametrize("text", [b"The quick bro", b" string import js", b"a b  c\n\nde"])
+def test_a_fixed_head_equals_the_full_recursion_for_canonical_covers(tiny64, text):
+    """`fixed_head` (the CLI's default for continuing a prompt) reads the prompt up to its
+    last word boundary as its canonical tokens: for canonical covers that is exact (the
+    pre-tokenizer fixes the tokens before a word boundary), for every cover it is not
+    (the head's other tokenizations are left out)."""
+    model, tokenizer = tiny64
+    fixed = ByteLM(model, tokenizer, fixed_head=True).next_byte_distribution(text)
+    full = ByteLM(model, tokenizer, fixed_head=False).next_byte_distribution(text)
+    assert np.allclose(fixed, full, atol=1e-12)
+    if text != b"The quick bro":  # here the head's other tokenizations weigh < 1e-12
+        every = [ByteLM(model, tokenizer, fixed_head=head, covers="all") for head in (1, 0)]
+        a, b = (lm.next_byte_distribution(text) for lm in every)
+        assert np.abs(a - b).max() > 1e-6
