@@ -155,6 +155,9 @@ def test_an_end_token_inside_accepted_drafts_ends_the_answer(tiny64):
     assert result.tokens == reference[: first + 1] == _greedy(model, prompt, 60, eos=eos)
     assert len(calls) == result.forwards  # it stopped at the end token, not at the limit
     assert sum(result.committed) == first + 1
+    # the branch the name promises: the end token came as an accepted draft (not as the
+    # forward's own bonus token), and the step was cut there
+    assert result.free[first]
 
 
 def test_an_oracle_matrix_accepts_the_whole_depth(tiny64):
