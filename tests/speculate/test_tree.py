@@ -19,6 +19,26 @@ from tokensieve.speculate.tree import (
 )
 
 
+# The authors' "2.2.2" template as their repository lists it (Luowaterbi/TokenRecycling,
+# model/recycling/tree_template_.py at 0beafeaf), path by path: the data the children
+# counts of `PAPER_TREE_CHILDREN` must rebuild.
+AUTHORS_2_2_2 = (
+    "0 1 2 3 4 5 6 7 "
+    "00 01 02 03 04 05 06 07 10 11 12 13 20 21 22 30 31 40 50 60 70 "
+    "000 001 002 003 004 005 006 007 010 011 012 020 021 030 040 050 060 070 100 101 110 "
+    "200 300 400 500 "
+    "0000 0001 0002 0003 0004 0010 0011 0020 0030 0040 0100 0200 1000 2000 3000 "
+    "00000 00001 00002 00010 00020 00100 01000 10000 "
+    "000000 000001 000100"
+)
+
+
+def test_the_template_is_the_authors_path_by_path():
+    authors = sorted(tuple(int(c) for c in word) for word in AUTHORS_2_2_2.split())
+    assert len(authors) == 80
+    assert sorted(paper_template()) == authors
+
+
 def test_the_papers_template_has_its_shape():
     paths = paper_template()
     assert len(paths) == 80
