@@ -15,7 +15,7 @@ from tokensieve.speculate import DRAFTERS, speculative_generate
 from tokensieve.speculate.decode import keep_positions, new_cache, verify
 from tokensieve.speculate.prompt_lookup import PromptLookup
 from tokensieve.speculate.recycling import UNSET, TokenRecycling
-from tokensieve.speculate.tree import Draft, accepted_path
+from tokensieve.speculate.tree import Draft, accepted_path, pruned_template
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. The quick brown fox",
@@ -215,6 +215,54 @@ def test_recycling_fills_the_template_from_the_matrix_and_prunes_unknown_rows():
     draft = drafter.draft([9, 1])
     assert draft.tokens == [1, 2, 3, 4, 5, 6]
     assert draft.parents == [-1, 0, 0, 1, 1, 3]
+
+
+def test_hot_start_keeps_the_matrix_across_prompts_and_cold_start_resets_it():
+    """Hot start (the authors' runs): one matrix for every prompt; cold: each prompt
+    starts from an empty one; a new vocabulary always starts afresh."""
+    logits = torch.randn(5, 10, generator=torch.Generator().manual_seed(1))
+    rows_set = {}
+    for hot in (True, False):
+        drafter = TokenRecycling(tree_size=3, top_k=2, hot_start=hot)
+        drafter.start([1, 2, 3], logits[:3])
+        drafter.start([4, 5], logits[3:])
+        rows_set[hot] = {t for t in range(10) if (drafter.matrix[t] != UNSET).all()}
+    assert rows_set == {True: {1, 2, 3, 4, 5}, False: {4, 5}}
+    drafter = TokenRecycling(tree_size=3, top_k=2, hot_start=True)
+    drafter.start([1, 2], logits[:2])
+    drafter.start([3], torch.randn(1, 12))  # another model's vocabulary
+    assert drafter.matrix.shape == (12, 2)
+    assert {t for t in range(12) if (drafter.matrix[t] != UNSET).all()} == {3}
+
+
+def test_a_pruned_node_takes_its_subtree_with_it():
+    """A node whose row is unknown is dropped with every descendant, while its siblings'
+    subtrees stay: the expected draft is worked out here from the template's rank paths
+    (a path survives when every token along it is known)."""
+    drafter = TokenRecycling(tree_size=15, top_k=4)
+    paths = pruned_template(15)
+    matrix = torch.full((20, 4), UNSET, dtype=torch.long)
+    matrix[1] = torch.tensor([2, 3, 4, 5])  # the root's successors
+    matrix[3] = torch.tensor([6, 7, 8, 9])  # rank 1's row known, rank 0's (token 2) not
+    matrix[6] = torch.tensor([10, 11, 12, 13])
+    drafter.matrix = matrix
+    assert any(p[0] == 0 and len(p) > 1 for p in paths)  # rank 0 has children to lose
+
+    def walk(path):  # the token a rank path reaches from the root, or None
+        token = 1
+        for rank in path:
+            token = int(matrix[token, rank])
+            if token == UNSET:
+                return None
+        return token
+
+    expected = sorted(walk(p) for p in paths if all(walk(p[:i]) is not None
+                                                    for i in range(1, len(p) + 1)))  # fmt: skip
+    draft = drafter.draft([0, 1])
+    assert sorted(draft.tokens[1:]) == expected
+    assert 2 in draft.tokens and 6 in draft.tokens  # known nodes at both levels
+    for i, parent in enumerate(draft.parents[1:], start=1):  # each node is its parent's successor
+        assert draft.tokens[i] in matrix[draft.tokens[parent]].tolist()
 
 
 def test_prompt_lookup_drafts_what_transformers_proposes():

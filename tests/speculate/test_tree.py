@@ -18,7 +18,6 @@ from tokensieve.speculate.tree import (
     pruned_template,
 )
 
-
 # The authors' "2.2.2" template as their repository lists it (Luowaterbi/TokenRecycling,
 # model/recycling/tree_template_.py at 0beafeaf), path by path: the data the children
 # counts of `PAPER_TREE_CHILDREN` must rebuild.
