@@ -89,13 +89,29 @@ def test_the_pool_keeps_g_ngrams_per_key_oldest_out_repeats_refreshed():
     assert drafter.pool[1] == [(2, 3), (6, 7)]  # (2, 3) refreshed, so (4, 5) went first
 
 
-def test_draft_respects_the_tree_size():
+def test_draft_respects_the_tree_size_and_takes_the_newest_ngram_first():
     drafter = LookaheadDecoding(level=4, tree_size=3, guesses=4)
     drafter.levels = [[1, 1, 1]]
-    drafter.pool = {9: [(1, 2, 3), (4, 5, 6)]}
+    drafter.pool = {9: [(1, 2, 3), (4, 5, 6)]}  # (4, 5, 6) remembered last
     draft = drafter.draft([9])
-    assert len(draft.tokens) - 1 == 3
-    assert draft.tokens == [9, 4, 5, 6] or draft.tokens == [9, 1, 2, 3]
+    assert draft.tokens == [9, 4, 5, 6] and draft.parents == [-1, 0, 1, 2]
+
+
+def test_the_pool_from_the_prompt_holds_its_ngrams_and_a_plain_start_none():
+    """`pool_from_prompt` (ours: verification can start at once) fills the pool with the
+    prompt's N-grams, keyed by their first token, newest last; by default (the authors')
+    the pool starts empty."""
+    prompt = [5, 6, 7, 5, 6, 8, 9]
+    drafter = LookaheadDecoding(level=3, guesses=4, pool_from_prompt=True)
+    drafter.start(prompt, None)
+    expected = {}
+    for i in range(len(prompt) - 2):
+        expected.setdefault(prompt[i], []).append(tuple(prompt[i + 1 : i + 3]))
+    assert drafter.pool == expected  # {5: [(6, 7), (6, 8)], 6: [(7, 5), (8, 9)], 7: [(5, 6)]}
+    assert drafter.draft([1, 5]).tokens == [5, 6, 8, 7]  # newest (6, 8) first, shared 6
+    plain = LookaheadDecoding(level=3, guesses=4)
+    plain.start(prompt, None)
+    assert plain.pool == {} and plain.draft([1, 5]).tokens == [5]
 
 
 def test_each_window_cell_reads_what_its_jacobi_step_would_read(tiny64_sdpa):
