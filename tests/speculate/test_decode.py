@@ -319,3 +319,18 @@ def test_truncation_cuts_after_the_limit_or_the_first_end_token():
     _truncate(result, 8, eos={7})  # an end token accepted mid-step: cut after it
     assert result.tokens == [5, 6, 7] and result.committed == [1, 2]
     assert result.drafted == [0, 7]
+
+
+def test_following_a_text_refuses_drafts_past_the_window():
+    """Following a text, the last drafts sit up to the tree's depth past its end: a text
+    that fits but whose drafts would not is refused in one line, not read at positions
+    the model does not have."""
+    from tokensieve import UserError
+
+    model, _ = tiny_model(seed=0, max_positions=32)
+    drafter = TokenRecycling(tree_size=16)
+    assert drafter.max_depth > 2
+    prompt, text = list(range(10, 20)), list(range(20, 40))  # 30 of 32 positions
+    with pytest.raises(UserError, match="analyse fewer tokens"):
+        speculative_generate(model, prompt, drafter, 1, follow=text)
+    speculative_generate(model, prompt, drafter, 1, follow=text[: 32 - 10 - drafter.max_depth])

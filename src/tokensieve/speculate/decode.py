@@ -176,6 +176,8 @@ def speculative_generate(
         follow = [int(t) for t in follow]
         max_new_tokens = len(follow)
         check_context(model, len(prompt) + len(follow), "analyse fewer tokens")
+        if follow:  # the last drafts reach up to max_depth positions past the text's end
+            check_tree_fits(model, len(prompt), len(follow), drafter, "analyse fewer tokens")
     else:
         check_tree_fits(model, len(prompt), max_new_tokens, drafter)
     eos = {int(t) for t in eos_token_ids}
