@@ -96,6 +96,9 @@ def test_parse_budget():
         (["--policy", "tokenselect", "--reuse-threshold", "-0.1"], "must be in [0, 1]"),
         (["--policy", "h2o", "--prefill", "sparse"], "--prefill is TokenSelect's"),
         (["--policy", "tidaldecode", "--reuse-threshold", "0.9"], "TokenSelect's"),
+        (["--policy", "streaming", "--recent", "4"], "--recent does not apply"),
+        (["--policy", "snapkv", "--recent", "4"], "--recent does not apply"),
+        (["--policy", "tidaldecode", "--sink", "4"], "--sink does not apply"),
         (["--device", "banana"], "is not a device"),
         pytest.param(
             ["--device", "cuda"],

@@ -3,8 +3,9 @@
 Every particle extends its text one token at a time with a properly weighted token
 sampler (AWRS by default) and multiplies its weight by the sampler's estimate of the
 allowed mass. When the effective sample size ``(Σw)² / Σw²`` drops below
-``ess_threshold · N`` the particles are resampled (multinomial) and their weights
-reset to the mean, so the weighted particles approach the *global* conditional
+``ess_threshold · N`` the particles are resampled (multinomial), their weights reset to 1
+and the mean weight carried into the running marginal (equivalent to resetting every
+weight to the mean), so the weighted particles approach the *global* conditional
 ``p(x | constraint complete)`` over whole strings as N grows, which locally
 constrained decoding alone does not (it over-weights paths that dead-end later).
 

@@ -322,8 +322,8 @@ def register(commands) -> None:
     st.add_argument("--sink", type=int, help="first tokens always kept (streaming: 4)")
     st.add_argument(
         "--pos-shift", action=argparse.BooleanOptionalAction, default=True,
-        help="positions are ranks in the cache, kept keys re-rotated (the paper's; default); "
-        "--no-pos-shift keeps positions in the text",
+        help="positions are ranks in the cache, kept keys re-rotated (StreamingLLM's; "
+        "default, for every policy here); --no-pos-shift keeps positions in the text",
     )  # fmt: skip
     st.add_argument("--chunk", type=int, default=32, help="tokens read per forward (32)")
     st.add_argument("--window", type=int, default=1024, help="tokens per perplexity window")

@@ -25,6 +25,15 @@ def parse_budget(text: str) -> float | int:
     return value
 
 
+# options a policy would silently ignore: refused, with what the policy does instead
+NOT_READ = {
+    "streaming": {"recent": "its window is the budget after the sinks"},
+    "snapkv": {"recent": "its observation window sets the recent tokens"},
+    "tidaldecode": {"sink": "it selects per step and keeps every key",
+                    "recent": "it selects per step and keeps every key"},
+}  # fmt: skip
+
+
 def make_kv_policy(
     name,
     budget,
@@ -49,6 +58,10 @@ def make_kv_policy(
         raise UserError(f"--reuse-threshold must be in [0, 1], got {reuse_threshold}")
     if name == "full":
         return make_policy(name)
+    for option, value in (("sink", sink), ("recent", recent)):
+        if value is not None and option in NOT_READ.get(name, {}):
+            raise UserError(f"--{option} does not apply to the {name} policy: "
+                            f"{NOT_READ[name][option]}")  # fmt: skip
     options = {"budget": budget}
     if sink is not None:
         options["sink"] = sink

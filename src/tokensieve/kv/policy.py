@@ -46,9 +46,10 @@ def per_kv_head(attention: torch.Tensor, kv_heads: int) -> torch.Tensor:
 class Budget:
     """How much a policy keeps. Fields:
 
-    budget: a fraction of the prompt in (0, 1] (fixed when the prompt is read) or a
-        token count (an int > 1); the cache never holds more slots per layer and head
-        after a compression step.
+    budget: a fraction of the prompt in (0, 1] as a float (fixed when the prompt is
+        read) or a token count as an int ≥ 1 (so ``1`` keeps one token and ``1.0``
+        everything; the command lines read "1" as the fraction); the cache never holds
+        more slots per layer and head after a compression step.
     sink: first slots always kept (attention sinks).
     recent: last slots always kept; a float in (0, 1) is a fraction of the budget.
     """

@@ -6,6 +6,12 @@ or else the auxiliary space of their texts), each new token is approximated by `
 anchors chosen greedily (orthogonal matching pursuit: the anchor most correlated with
 the residual, then least squares on all chosen); its row is the same combination of
 the anchors' old rows.
+
+One difference from tokensurgeon: for a model whose output head is not tied to its
+embeddings, tokensurgeon solves a second OMP on the donor's output rows; we apply the
+coefficients found on the donor's input embeddings to the old head's rows as well (one
+plan for both matrices, as every initialiser here does). SmolLM2 and Gemma 3 tie them,
+so the benchmark's numbers are unaffected.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@ For a new token with text ``s`` (per the reference code, Tinycompany-AI/tokenada
 Defaults τ = 0.3, top_k = 3, λ = 0.3, threshold = 0 (the reference's). A token both
 sides fail for keeps a row drawn as the reference draws it: each entry from N(mean, std) of
 the old matrix (``draw = "normal"``, see initializers.py).
+
+Differences from the reference, shared by every initialiser here (`initializers.Plan`):
+tokens both vocabularies share are matched by their bytes, not by their vocabulary
+strings, and special tokens (BOS, EOS, PAD, ...) by their role; the reference matches raw
+strings and has no path of its own for special tokens. The new model's BOS/EOS/PAD ids are
+the new tokenizer's, without the reference's fallbacks (PAD from EOS, EOS from BOS).
 """
 
 from __future__ import annotations

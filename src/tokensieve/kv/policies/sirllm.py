@@ -1,11 +1,14 @@
 """SirLLM (Yao, Li, Zhao 2024): keep the tokens the model found surprising, with decay.
 
 As the paper defines it: a token's importance is its self-information
-``e_i = -log p(x_i | x_<i)`` from the LM head (one value per token,
-shared by every layer and head; the very first token gets the maximum of the list),
-and after each eviction all stored values are multiplied by `decay`, so old tokens
-fade while new ones enter undecayed. Kept: `sink` first tokens ∪ the most important
-ones (``recent`` most recent tokens too, 0 in the paper's configurations).
+``e_i = -log p(x_i | x_<i)`` from the LM head (one value per token, shared by every layer
+and head), and after each eviction all stored values are multiplied by `decay`, so old
+tokens fade while new ones enter undecayed. The first token of an input is scored from
+the last logits of the input before it (the paper's −log p); the stream's very first
+token, which has no predecessor, gets the maximum of its input's values. That maximum
+rule is the authors' code's (``_cal_selfinfo``), where it applies to the first token of
+*every* input, since the code scores each input alone. Kept: `sink` first tokens ∪ the
+most important ones (``recent`` most recent tokens too, 0 in the paper's configurations).
 
 When (`timing`): SirLLM selects once per new input (turn), not per generated token.
 - ``"before input"`` (the default, as the authors run it: ``evict_for_space_token_entropy``
@@ -25,6 +28,11 @@ Where the authors' code departs from the paper, tokensieve follows the paper: th
 reference (``sir_llm/eval_utils.py`` ``_cal_selfinfo`` at 4c95578) looks the current
 token's id up in the *next*-token distribution, so token i stores
 ``-log p(next = x_{i-1} | x_≤i-1)``, the right distribution with the id one token off.
+
+Positions: the authors keep keys at their rank in the cache (StreamingLLM's pos-shift);
+`kv generate`, `kv eval` and the benchmark keep every key at its position in the text
+(``CompressedCache(pos_shift=False)``, the library's default for every policy), which is
+what the evaluations here compare; `kv stream` re-rotates to ranks (``--pos-shift``).
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ class SirLLMPolicy(KVPolicy):
             previous = torch.log_softmax(state.last_logits.float(), dim=-1)
             surprisal[:, 0] = -previous.gather(1, input_ids[:, :1])[:, 0]
         else:  # the very first token: the maximum of the list (reference code)
-            surprisal[:, 0] = surprisal[:, 1:].max() if new > 1 else 0.0
+            surprisal[:, 0] = surprisal[:, 1:].amax(dim=1) if new > 1 else 0.0  # per row
         state.last_logits = logits[:, -1].detach()
         return surprisal
 

@@ -5,7 +5,10 @@ layers before `sparse_start` attend fully; layer `sparse_start` attends fully an
 per query head, the `budget` keys with the largest scaled logits ``q·k/√d``; the
 following layers attend only to those positions ("position persistent"); the
 `correction_layer` attends fully again and re-selects for the layers after it.
-No sink or recent window (as the reference). Prefill is full. Nothing is evicted.
+No sink or recent window (as the reference; `sink` and `recent` are not read). Prefill is
+full. Nothing is evicted. Defaults: `sparse_start` 2 and `correction_layer` 13, the
+reference's run script for Llama-3-8B (its HF code defaults to 9); a model with fewer
+layers uses its last layer as the correction layer.
 """
 
 from __future__ import annotations
