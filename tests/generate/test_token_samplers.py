@@ -116,12 +116,19 @@ def test_awrs_needs_few_checks_when_the_model_agrees_with_the_constraint():
     assert np.mean(checks) < 4 < V
 
 
-def test_nothing_allowed_kills_the_draw():
+@pytest.mark.parametrize(
+    "sampler",
+    [AWRSSampler(), AWRSSampler(estimator="paper"), AWRSSampler(estimator="geometric"),
+     MaskingSampler()],
+    ids=["recursive", "paper", "geometric", "masking"],
+)  # fmt: skip
+def test_nothing_allowed_kills_the_draw(sampler):
+    """Every estimator's dead end: no token passes, so every token was checked once and
+    the particle's weight is 0."""
     logp, _, _ = setup(6)
-    for sampler in (AWRSSampler(), MaskingSampler()):
-        draw = sampler.sample(logp, lambda v: False, np.random.default_rng(0))
-        assert draw.token == -1 and draw.log_weight == float("-inf")
-        assert draw.checks == V
+    draw = sampler.sample(logp, lambda v: False, np.random.default_rng(0))
+    assert draw.token == -1 and draw.log_weight == float("-inf")
+    assert draw.checks == V
 
 
 def test_impossible_tokens_are_never_checked_and_weight_counts_full_mass():

@@ -180,6 +180,50 @@ def test_h2o_accumulates_over_decode_steps(setup):
             )
 
 
+def test_h2o_evicts_the_lowest_accumulated_score_at_each_decode_step(setup):
+    """The decode path: each new query's attention (the model's, eager, over the slots
+    the cache holds) is added to the scores kept here in Python by position, the new
+    token enters, and the lowest score outside the sink and the recent window leaves.
+    The kept positions must match after every step."""
+    model, ids = setup
+    n, kv = ids.shape[1], model.config.num_key_value_heads
+    policy = H2OPolicy(budget=0.4, sink=1)
+    prefill = prefill_attention(model, ids)
+    cache = CompressedCache(model.config, policy)
+    with torch.no_grad(), compression(model, cache):
+        out = model(input_ids=ids, **with_cache(cache), use_cache=True)
+        budget = cache.budget
+        recent = min(policy.recent_slots(budget), budget - policy.sink)
+        reference = {}  # (layer, group) -> {position: accumulated score}
+        for layer, attention in enumerate(prefill):
+            for g, heads in enumerate(group_heads(attention, kv)):
+                kept = cache.layers[layer].positions[0, g].tolist()  # prefill: tested above
+                reference[layer, g] = {p: sum(float(attention[0, h, :, p].sum()) for h in heads)
+                                       for p in kept}  # fmt: skip
+        model.set_attn_implementation("eager")
+        token = out.logits[:, -1:].argmax(-1)
+        evicted = 0
+        for step in range(6):
+            before = [layer.positions[0].clone() for layer in cache.layers]
+            out = model(input_ids=token, **with_cache(cache), use_cache=True,
+                        output_attentions=True)  # fmt: skip
+            new = n + step
+            for layer, attention in enumerate(out.attentions):
+                for g, heads in enumerate(group_heads(attention.double(), kv)):
+                    scores = reference[layer, g]
+                    scores[new] = 0.0
+                    for column, position in enumerate([*before[layer][g].tolist(), new]):
+                        scores[position] += sum(float(attention[0, h, 0, column]) for h in heads)
+                    if len(scores) > budget:
+                        free = [p for p in scores if policy.sink <= p < new + 1 - recent]
+                        scores.pop(min(free, key=lambda p: (scores[p], p)))
+                        evicted += 1
+                    assert sorted(scores) == sorted(cache.layers[layer].positions[0, g].tolist())
+            token = out.logits[:, -1:].argmax(-1)
+        model.set_attn_implementation("sdpa")
+    assert evicted, "the cache never went over its budget: no eviction was checked"
+
+
 def test_keyformer_matches_gumbel_softmax_reference(setup, monkeypatch):
     from tokensieve.kv import attention as kv_attention
 

@@ -43,6 +43,11 @@ def test_mean_of_a_new_token_is_the_mean_of_its_old_subtokens():
             continue
         pieces = split_with_old(data, old, lookup)
         assert len(pieces) >= 2 and b"".join(old_bytes[p] for p in pieces) == data
+        try:  # text: the old tokenizer's own encoding; other bytes: one byte-token each
+            expected_pieces = old(data.decode("utf-8"), add_special_tokens=False)["input_ids"]
+        except UnicodeDecodeError:
+            expected_pieces = [lookup[bytes([b])] for b in data]
+        assert pieces == expected_pieces
         expected = model.get_input_embeddings().weight[pieces].mean(0)
         torch.testing.assert_close(rows[index], expected)
         checked += 1
