@@ -26,14 +26,15 @@ base model's top-20% positions still top-20%).
 
 Runs live in ``benchmarks/.runs/rl/<task>/<arm>-seed<k>`` (ignored by git); an
 interrupted run resumes from its last checkpoint (every 10 steps, on rollout
-boundaries). ``--replot`` rebuilds the results from finished runs. Run: ``make bench-rl``
-(28 runs of 11-25 minutes on 2 cores, countdown's longer answers the slower; resumable
-across sessions).
+boundaries), and a finished one keeps ``final/`` and its metrics only. ``--replot``
+rebuilds the results from finished runs. Run: ``make bench-rl`` (28 runs of 11-25
+minutes on 2 cores, countdown's longer answers the slower; resumable across sessions).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from common import ROOT, environment_record, median_iqr, record, write_results
@@ -105,6 +106,10 @@ def train_all(tasks: list[str], methods: list[str], seeds: list[int]) -> None:
                     continue
                 print(f"== {task} {method} seed {seed} -> {out}", flush=True)
                 train(config(task, method, seed), out, progress=True)
+                # a finished run needs final/ and its metrics only: its checkpoints (about
+                # 1.6 GB each with the optimiser state) filled this machine's disk once
+                for checkpoint in out.glob("checkpoint-*"):
+                    shutil.rmtree(checkpoint)
 
 
 def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dict]:
