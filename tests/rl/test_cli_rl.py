@@ -163,3 +163,26 @@ def test_compare_refuses_an_analysis_across_tasks(cli, tmp_path):
     assert code == 2 and "different models or tasks" in err
     code, _, err = cli("rl", "compare", *runs, "--out", tmp_path / "d", "--no-analysis")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64704 vs 64596"),
+         "is the disk full?"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_that_cannot_be_written_is_one_line(cli, tiny_dir, tmp_path, monkeypatch,
+                                                         failure, message):  # fmt: skip
+    """A full disk shows in torch.save as a RuntimeError from its zip writer (seen in
+    bench-rl) or as an OSError: both end in one line that says how to resume."""
+    from trl import GRPOTrainer
+
+    def fail(self, *args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(GRPOTrainer, "_save_checkpoint", fail)
+    argv = ["rl", "train", "--task", "arithmetic", "--model", tiny_dir, "--out", tmp_path / "r"]
+    code, _, err = cli(*argv, *FAST)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
