@@ -40,7 +40,7 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     anchor = speed.get("all", {}).get("value")
     lines = [
         "| arm | implementation | rho | test acc. step 0 | final test acc. (per seed) | "
-        "Δ final − step 0 | train reward, first → last 10 steps | entropy, first → last step | "
+        "Δ final − step 0 | train reward, first → last 10 rollouts | entropy, first → last step | "
         "share trained on | s / step (× TRL) | overlap with base forks |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -72,13 +72,19 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
             f"| {' / '.join(f'{v:.3f}' for v in finals)} (mean {_mean(finals):.3f}) "
             f"| {_mean(finals) - _mean(starts):+.3f} | {_mean(first):.3f} → {_mean(last):.3f} "
             f"| {_mean(e0):.3f} → {_mean(e1):.3f} | {_share(arm, share, rho.get(arm), penalised)} "
-            f"| {seconds or math.nan:.1f}{ratio} | {_mean(overlap.get(arm, [])):.3f} |"
+            f"| {_seconds(seconds, ratio)} | {_mean(overlap.get(arm, [])):.3f} |"
         )
     out = "\n".join(lines) + "\n" + _against_anchor(runs, arms, problems)
     if analysis is not None:
         forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
         out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
     return out
+
+
+def _seconds(seconds: float | None, ratio: str) -> str:
+    """Median seconds per step; n/a where every run of the arm had its timing perturbed
+    (`benchmarks/rl.py`'s PERTURBED_TIMING_RUNS)."""
+    return f"{seconds:.1f}{ratio}" if seconds else "n/a (timing perturbed)"
 
 
 def _share(arm: str, share: list[float], rho, penalised: list[float]) -> str:
