@@ -17,7 +17,6 @@ again changes nothing.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from dataclasses import asdict, fields
@@ -152,7 +151,8 @@ def read_metrics(out: Path) -> list[dict]:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # NaN stays: a diverged loss is worth seeing
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
