@@ -26,6 +26,21 @@ def tiny_dir(tiny, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_dir_without_chat_template(tiny_dir, tmp_path_factory):
+    """A copy of `tiny_dir` whose tokenizer has no chat template (a base model's)."""
+    import json
+    import shutil
+
+    plain = tmp_path_factory.mktemp("tiny-model-plain") / "plain"
+    shutil.copytree(tiny_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    return plain
+
+
+@pytest.fixture(scope="session")
 def embedded():
     """The embedded SmolLM2-135M-Instruct (converted once into the user cache)."""
     from tokensieve.models import load_model

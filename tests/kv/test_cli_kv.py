@@ -203,20 +203,12 @@ def test_kv_eval_multiturn_reports_accuracy_per_asking_turn(cli, tiny_dir, tmp_p
     assert "multi-turn" in out
 
 
-def test_kv_eval_passkey_needs_a_chat_template(cli, tiny_dir, tmp_path):
+def test_kv_eval_passkey_needs_a_chat_template(cli, tiny_dir_without_chat_template):
     """Passkey prompts are chat turns: a model without a template is refused in one line
     before the fidelity pass, and --passkey-cases 0 still evaluates it."""
-    import json
-    import shutil
-
-    plain = tmp_path / "plain"
-    shutil.copytree(tiny_dir, plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((plain / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(config))
-    argv = ["kv", "eval", "--model", str(plain), "--quiet", "--policies", "streaming",
-            "--context", "64", "--decode", "4", "--budgets", "0.5"]  # fmt: skip
+    argv = ["kv", "eval", "--model", str(tiny_dir_without_chat_template), "--quiet",
+            "--policies", "streaming", "--context", "64", "--decode", "4",
+            "--budgets", "0.5"]  # fmt: skip
     code, _, err = cli(*argv, "--passkey-cases", "1")
     assert code == 2 and "no chat template" in err and err.count("\n") == 1, err
     code, _, err = cli(*argv, "--passkey-cases", "0")

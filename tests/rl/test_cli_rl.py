@@ -97,20 +97,17 @@ def test_eval_bad_options(cli, tiny_dir, extra, message):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_resume_with_other_config_and_missing_chat_template(cli, tiny_dir, tmp_path):
+def test_resume_with_other_config_and_missing_chat_template(
+    cli, tiny_dir, tiny_dir_without_chat_template, tmp_path
+):
     out = tmp_path / "run"
     (out).mkdir()
     (out / "run.json").write_text(json.dumps({"task": "arithmetic", "rho": 0.5}))
     code, _, err = cli("rl", "train", "--task", "arithmetic", "--model", tiny_dir,
                        "--out", out, *FAST)  # fmt: skip
     assert code == 2 and "different configuration" in err
-    plain = tmp_path / "plain"
-    shutil.copytree(tiny_dir, plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((plain / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(config))
-    code, _, err = cli("rl", "train", "--task", "arithmetic", "--model", plain,
+    code, _, err = cli("rl", "train", "--task", "arithmetic",
+                       "--model", tiny_dir_without_chat_template,
                        "--out", tmp_path / "r2", *FAST)  # fmt: skip
     assert code == 2 and "chat template" in err
 
