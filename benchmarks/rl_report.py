@@ -98,37 +98,46 @@ def _share(arm: str, share: list[float], rho, penalised: list[float]) -> str:
     return "1.00" if arm == "all" else f"n/a (≈ {rho})"
 
 
-def _finals(runs: dict[str, list[dict]], arm: str) -> list[tuple[float, float]]:
-    """(step-0, final) test accuracy of each seed of `arm`."""
-    pairs = []
+def _finals(runs: dict[str, list[dict]], arm: str) -> dict[int, tuple[float, float]]:
+    """{seed: (step-0, final) test accuracy} of `arm`'s finished seeds."""
+    pairs = {}
     for name, rows in runs.items():
+        method, _, seed = name.rpartition("-seed")
         accuracy = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
-        if name.rpartition("-seed")[0] == arm and len(accuracy) > 1:
-            pairs.append((accuracy[0], accuracy[-1]))
+        if method == arm and len(accuracy) > 1:
+            pairs[int(seed)] = (accuracy[0], accuracy[-1])
     return pairs
 
 
+def _paired(ours: dict[int, tuple], theirs: dict[int, tuple]) -> tuple[float, float, str]:
+    """Mean final accuracy of two arms over the seeds both have finished (a comparison on
+    different seeds would mix the seed-to-seed spread into the ratio), and which seeds."""
+    seeds = sorted(set(ours) & set(theirs))
+    note = "" if len(seeds) == len(theirs) else f" (seed {', '.join(map(str, seeds))} only)"
+    return (_mean([ours[s][1] for s in seeds]), _mean([theirs[s][1] for s in seeds]), note)
+
+
 def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int) -> str:
-    """Ours / TRL's all-token run, and the noise to read it against."""
+    """Ours / TRL's all-token run on the same seeds, and the noise to read it against."""
     finals = {arm: _finals(runs, arm) for arm in arms}
     anchor = finals.get("all")
     if not anchor:
         return ""
-    theirs = _mean([f for _, f in anchor])
-    lines = ["", "Final test accuracy, mean over seeds, ours / TRL all-token GRPO:"]
+    lines = ["", "Final test accuracy, mean over the seeds both arms finished, ours / TRL "
+             "all-token GRPO:"]  # fmt: skip
     for arm, pairs in finals.items():
-        if arm != "all" and pairs:
-            ours = _mean([f for _, f in pairs])
+        if arm != "all" and set(pairs) & set(anchor):
+            ours, theirs, note = _paired(pairs, anchor)
             ratio = f"{ours / theirs:.2f}" if theirs else "n/a"
-            lines.append(f"- `{arm}` {ours:.3f} vs {theirs:.3f} ({ratio})")
-    flag = finals.get("top_entropy_trl")
-    if flag and finals.get("top_entropy"):
-        ours, trl = _mean([f for _, f in finals["top_entropy"]]), _mean([f for _, f in flag])
+            lines.append(f"- `{arm}` {ours:.3f} vs {theirs:.3f} ({ratio}){note}")
+    flag, mine = finals.get("top_entropy_trl"), finals.get("top_entropy")
+    if flag and mine and set(flag) & set(mine):
+        ours, trl, note = _paired(mine, flag)
         ratio = ours / trl if trl else math.nan
         lines.append(f"- tokensieve `top_entropy` vs TRL's `top_entropy_quantile` flag: "
-                     f"{ours:.3f} vs {trl:.3f} ({ratio:.2f})")  # fmt: skip
-    starts = [s for pairs in finals.values() for s, _ in pairs]
-    ends = [f for pairs in finals.values() for _, f in pairs]
+                     f"{ours:.3f} vs {trl:.3f} ({ratio:.2f}){note}")  # fmt: skip
+    starts = [s for pairs in finals.values() for s, _ in pairs.values()]
+    ends = [f for pairs in finals.values() for _, f in pairs.values()]
     p = _mean(ends)
     error = math.sqrt(p * (1 - p) / problems)
     seeds = max(len(pairs) for pairs in finals.values())
@@ -137,9 +146,17 @@ def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int)
         f"{min(starts):.3f}–{max(starts):.3f}; at the mean final accuracy p = {p:.2f} one "
         f"binomial standard error over {problems} problems is {error:.3f}, so a difference "
         f"of two arms' means over {seeds} seed(s) has a standard error of "
-        f"{error * math.sqrt(2 / seeds):.3f} from the test sample alone (training's "
-        f"seed-to-seed spread comes on top)"
+        f"{error * math.sqrt(2 / seeds):.3f} from the test sample alone"
     )
+    # training's own seed-to-seed spread, measured: the same arm's two seeds differ by this
+    gaps = [abs(a[1] - b[1]) for pairs in finals.values()
+            for a, b in zip(pairs.values(), list(pairs.values())[1:])]  # fmt: skip
+    if gaps:
+        lines.append(
+            f"- seed-to-seed: the same arm's final accuracy differs between seeds by "
+            f"{statistics.median(gaps):.3f} (median over {len(gaps)} arms; largest "
+            f"{max(gaps):.3f}), test sample and training together"
+        )
     return "\n".join(lines) + "\n"
 
 
