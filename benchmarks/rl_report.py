@@ -149,8 +149,10 @@ def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int)
         f"{error * math.sqrt(2 / seeds):.3f} from the test sample alone"
     )
     # training's own seed-to-seed spread, measured: the same arm's two seeds differ by this
-    gaps = [abs(a[1] - b[1]) for pairs in finals.values()
-            for a, b in zip(pairs.values(), list(pairs.values())[1:])]  # fmt: skip
+    gaps = []
+    for pairs in finals.values():
+        values = [final for _, final in pairs.values()]
+        gaps += [abs(a - b) for a, b in zip(values, values[1:], strict=False)]
     if gaps:
         lines.append(
             f"- seed-to-seed: the same arm's final accuracy differs between seeds by "

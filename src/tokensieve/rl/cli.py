@@ -112,7 +112,8 @@ def register(commands) -> None:
     add_dataclass_options(t, RunConfig)
     t.add_argument(
         "--plain-trl", dest="implementation", action="store_const", const="trl",
-        help="TRL's own GRPOTrainer, unchanged (the all-token anchor; --mask all)",
+        help="TRL's own GRPOTrainer, unchanged: --mask all is the all-token anchor, "
+        "--mask top-entropy its top_entropy_quantile flag at --rho",
     )  # fmt: skip
     add_common(t, "quiet")
     t.set_defaults(run=cmd_train)

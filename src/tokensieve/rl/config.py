@@ -11,10 +11,11 @@ token-mean loss, 512 prompts in mini-batches of 32 (16 updates per rollout; we d
 2, a choice for a 2-core machine, not a scaling of theirs). It validates at top-p 0.7;
 `rl eval` and test accuracy sample at top-p 1 (rollouts' setting), which neither paper
 uses for evaluation (the Entropy-Mechanism recipes evaluate greedily). Clip-Cov and
-KL-Cov follow PRIME-RL's Entropy-Mechanism-of-RL recipes (``recipe/dapo/7b_clip_cov.sh``,
-``7b_kl_cov.sh``, ``32b_kl_cov.sh``). One deviation: we refuse KL-Cov on a strictly
-on-policy run, where |log π/π_old| and so its penalty is 0, although the 7B KL-Cov
-recipe is one (its mini-batch equals its rollout); the penalty would do nothing there.
+KL-Cov follow PRIME-RL's Entropy-Mechanism-of-RL recipes
+(``recipe/dapo/7b_clip_cov.sh``, ``32b_clip_cov.sh``, ``7b_kl_cov.sh``, ``32b_kl_cov.sh``).
+One deviation: we refuse KL-Cov on a strictly on-policy run, where |log π/π_old| and so
+its penalty is 0, although the 7B KL-Cov recipe is one (its mini-batch equals its
+rollout); the penalty would do nothing there.
 """
 
 from __future__ import annotations

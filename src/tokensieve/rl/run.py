@@ -181,13 +181,17 @@ def train(config: RunConfig, out: str | Path, progress: bool = True) -> Path:
     try:
         trainer.train(resume_from_checkpoint=str(last) if last else None)
     except OSError as exc:  # a checkpoint or a log line that could not be written
-        raise UserError(f"could not write in {out}: {exc.strerror or exc}; run the same "
-                        "command again to resume from the last complete checkpoint") from None
+        raise UserError(
+            f"could not write in {out}: {exc.strerror or exc}; run the same "
+            "command again to resume from the last complete checkpoint"
+        ) from None
     except RuntimeError as exc:  # torch.save's zip writer when the disk fills up
         if "unexpected pos" not in str(exc) and "PytorchStreamWriter" not in str(exc):
             raise
-        raise UserError(f"could not write a checkpoint in {out} (is the disk full?); free "
-                        "space and run the same command again to resume") from None
+        raise UserError(
+            f"could not write a checkpoint in {out} (is the disk full?); free "
+            "space and run the same command again to resume"
+        ) from None
     return _save_final(trainer, tokenizer, out)
 
 

@@ -6,8 +6,9 @@ The answer is read from the last ``Answer:`` line; when a completion has none, f
 task's fallback (the last number, or the last arithmetic expression), so a right answer
 stated in a sentence still counts, and a later ``Answer:`` line always wins. Problems are
 generated from (task, split, index) deterministically, and the train and test splits are
-disjoint. Difficulty is tuned so the embedded model starts between 20% and 70% at
-temperature 1 with nucleus sampling (top-p 0.9; README). A user registers a task with
+disjoint. Difficulty was tuned (at top-p 0.9) so the embedded model starts between 20%
+and 70%; at `rl eval`'s defaults (temperature 1, top-p 1.0) it starts at 14-27% (README).
+A user registers a task with
 `register_task`.
 """
 
