@@ -21,7 +21,8 @@ CHECKPOINTS = ROOT / ".cache"
 
 
 def rss_mb(field: str) -> float:
-    """A memory figure of this process from /proc (VmRSS, VmHWM = peak), in MB."""
+    """A memory figure of this process from /proc (VmRSS, VmHWM = peak), in MiB (/proc's
+    "kB" are KiB)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):

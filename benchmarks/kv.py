@@ -625,7 +625,7 @@ def table(records) -> str:
         f"## Decode speed and memory ({SPEED_DECODE} decoded tokens after the prompt; median "
         f"tokens/s ± IQR; peak RSS of the decode phase; {int(SPEED_BUDGET * 100)}% budget)",
         "",
-        "| implementation | method | context | tokens/s | × full | KV MB | peak RSS MB | "
+        "| implementation | method | context | tokens/s | × full | KV MiB | peak RSS MiB | "
         "prefill s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -800,7 +800,8 @@ def goals(records) -> list[str]:
         for method in ("tokenselect", *SELECTION_VARIANTS):
             r = find(records, "passkey_accuracy", "tokensieve", method, context_tokens=n)
             if ref and r:
-                within = abs(r["value"] - ref["value"]) <= max(ref["spread"], r["spread"])
+                # the goal's own words: within the full cache's standard error
+                within = abs(r["value"] - ref["value"]) <= ref["spread"] + 1e-9
                 lines.append(
                     f"- aware passkey at {n // 1024}k, `{method}` {r['value']:.2f} vs full "
                     f"{ref['value']:.2f} ± {ref['spread']:.2f} (goal: within one standard "
