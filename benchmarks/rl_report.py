@@ -40,7 +40,7 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     anchor = speed.get("all", {}).get("value")
     lines = [
         "| arm | implementation | rho | test acc. step 0 | final test acc. (per seed) | "
-        "Δ final − step 0 | train reward, first → last 10 rollouts | entropy, first → last step | "
+        "Δ final − step 0 | train reward, first 10 → last 10 rollouts | entropy, first → last step | "
         "share trained on | s / step (× TRL) | overlap with base forks |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
