@@ -40,8 +40,9 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     anchor = speed.get("all", {}).get("value")
     lines = [
         "| arm | implementation | rho | test acc. step 0 | final test acc. (per seed) | "
-        "Δ final − step 0 | train reward, first 10 → last 10 rollouts | entropy, first → last step | "
-        "share trained on | s / step (× TRL) | overlap with base forks |",
+        "Δ final − step 0 | train reward, first 10 → last 10 rollouts | "
+        "entropy, first → last step | share trained on | s / step (× TRL) | "
+        "overlap with base forks |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     implementation = {r["method"]: r["implementation"] for r in records if "method" in r}
