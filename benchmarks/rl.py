@@ -27,17 +27,23 @@ base model's top-20% positions still top-20%).
 Runs live in ``benchmarks/.runs/rl/<task>/<arm>-seed<k>`` (ignored by git); an
 interrupted run resumes from its last checkpoint (every 10 steps, on rollout
 boundaries), and a finished one keeps ``final/`` and its metrics only. ``--replot``
-rebuilds the results from finished runs. Run: ``make bench-rl`` (28 runs of 11-25
-minutes on 2 cores, countdown's longer answers the slower; resumable across sessions).
+rebuilds the results from finished runs. A finished run whose directory is gone (another
+machine ran it) is taken from the committed ``results/rl.json``: its per-step metrics and
+its overlap with the base model's forks are there, its step times and final model are not,
+so seconds per step are the medians over the runs present, and the entropy histograms and
+frequent forking tokens are of the models present (each table says which seeds). Run:
+``make bench-rl`` (28 runs of 11-25 minutes on 2 cores, countdown's longer answers the
+slower; resumable across sessions).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
-from common import ROOT, environment_record, median_iqr, record, write_results
+from common import RESULTS, ROOT, environment_record, median_iqr, record, write_results
 
 from tokensieve.models import EMBEDDED_NAME
 from tokensieve.rl.run import RunConfig, read_metrics, train
@@ -116,7 +122,7 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
     records = []
     for method in methods:
         implementation, _, rho = ARMS[method]
-        times = []
+        times, timed = [], []
         for seed in seeds:
             out = run_dir(task, method, seed)
             if not (out / "final").is_dir():
@@ -131,12 +137,37 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
                                               row[key], unit))  # fmt: skip
                 if "step_time" in row and (task, method, seed) not in PERTURBED_TIMING_RUNS:
                     times.append(row["step_time"])
+                    timed += [seed] if seed not in timed else []
         if times:
             median, spread = median_iqr(times)
-            setting = {"rho": rho, "task": task, "model": EMBEDDED_NAME, "seeds": seeds}
+            setting = {"rho": rho, "task": task, "model": EMBEDDED_NAME, "seeds": timed}
             records.append(record("rl", method, implementation, setting, "seconds_per_step",
                                   median, "s", len(times), spread))  # fmt: skip
     return records
+
+
+def earlier_records(task: str, methods: list[str], seeds: list[int]) -> list[dict]:
+    """The committed results of finished runs whose directories are not on this machine:
+    their per-step metrics and overlap records (and an arm's seconds per step where no run
+    of it is present to time)."""
+    path = RESULTS / "rl.json"
+    if not path.exists():
+        return []
+    present = {m for m in methods for s in seeds if (run_dir(task, m, s) / "final").is_dir()}
+    kept = []
+    for r in json.loads(path.read_text()):
+        setting = r["setting"]
+        if r["method"] not in methods or setting.get("task") != task:
+            continue
+        if r["metric"] == "seconds_per_step":
+            if r["method"] not in present:
+                kept.append(r)
+        elif (
+            setting.get("seed") in seeds
+            and not (run_dir(task, r["method"], setting["seed"]) / "final").is_dir()
+        ):
+            kept.append(r)
+    return kept
 
 
 def analysis_records(task: str, methods: list[str], seeds: list[int]) -> tuple[list[dict], object]:
@@ -178,6 +209,7 @@ def main() -> None:
     sections, figures = [], {}
     for task in args.tasks:
         runs = records_of_runs(task, args.methods, args.seeds)
+        runs += earlier_records(task, args.methods, args.seeds)
         overlap, analysis = analysis_records(task, args.methods, args.seeds)
         records += runs + overlap
         sections.append(f"## {task}\n\n" + table(runs + overlap, analysis,

@@ -76,6 +76,10 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
             f"| {_seconds(seconds, ratio)} | {_mean(overlap.get(arm, [])):.3f} |"
         )
     out = "\n".join(lines) + "\n" + _against_anchor(runs, arms, problems)
+    timed = sorted({seed for r in speed.values() for seed in r["setting"].get("seeds", [])})
+    if timed:
+        out += (f"- s / step: median over every step of the runs of seed "
+                f"{', '.join(map(str, timed))} whose timing was not perturbed\n")  # fmt: skip
     if analysis is not None:
         forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
         out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
