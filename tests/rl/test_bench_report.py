@@ -1,0 +1,74 @@
+"""bench-rl's report: ratios pair seeds, and runs whose directories are gone come from the
+committed results (seed 0's runs were made on a machine that no longer exists)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import rl
+    import rl_report
+
+    yield rl, rl_report
+    for name in ("rl", "rl_report", "common"):
+        sys.modules.pop(name, None)
+
+
+def _accuracy(method, seed, start, final, task="arithmetic"):
+    """Per-step test-accuracy records of one run, as records_of_runs writes them."""
+    return [
+        {"benchmark": "rl", "method": method, "implementation": "tokensieve",
+         "setting": {"rho": 0.2, "step": step, "seed": seed, "task": task},
+         "metric": "test_accuracy", "value": value, "unit": "fraction", "repeats": 1,
+         "spread": 0.0}
+        for step, value in [(0, start), (40, final)]
+    ]  # fmt: skip
+
+
+def test_ratios_pair_seeds_and_say_when_an_arm_has_fewer(bench):
+    _, report = bench
+    records = (_accuracy("all", 0, 0.2, 0.5) + _accuracy("all", 1, 0.2, 0.6)
+               + _accuracy("top_entropy", 0, 0.2, 0.25)
+               + _accuracy("random", 0, 0.2, 0.3) + _accuracy("random", 1, 0.2, 0.9))  # fmt: skip
+    text = report.table(records, None, 64)
+    # top_entropy has seed 0 only: compared with the anchor's seed 0 (0.5), not its mean 0.55
+    assert "- `top_entropy` 0.250 vs 0.500 (0.50) (seed 0 only)" in text
+    assert "- `random` 0.600 vs 0.550 (1.09)\n" in text
+    # seed-to-seed: |0.5 - 0.6| for all, |0.3 - 0.9| for random
+    assert "by 0.350 (median over 2 arms; largest 0.600)" in text
+
+
+def test_runs_whose_directories_are_gone_come_from_the_committed_results(bench, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    rl, report = bench
+    monkeypatch.setattr(rl, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(rl, "RUNS", tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    speed = {"benchmark": "rl", "method": "all", "implementation": "trl",
+             "setting": {"rho": 1.0, "task": "arithmetic", "seeds": [0]},
+             "metric": "seconds_per_step", "value": 9.0, "unit": "s", "repeats": 40,
+             "spread": 1.0}  # fmt: skip
+    committed = (_accuracy("all", 0, 0.2, 0.5) + _accuracy("all", 1, 0.2, 0.7)
+                 + _accuracy("all", 0, 0.3, 0.4, task="countdown") + [speed])  # fmt: skip
+    (tmp_path / "results" / "rl.json").write_text(json.dumps(committed))
+    # seed 1 was rerun here: its records come from its run, not from the old results
+    (rl.run_dir("arithmetic", "all", 1) / "final").mkdir(parents=True)
+    kept = rl.earlier_records("arithmetic", ["all"], [0, 1])
+    assert {(r["setting"]["seed"], r["setting"]["step"]) for r in kept} == {(0, 0), (0, 40)}
+    assert all(r["setting"]["task"] == "arithmetic" for r in kept)
+    # a run of the arm is present to time, so the old seconds per step are not kept
+    assert not [r for r in kept if r["metric"] == "seconds_per_step"]
+    # with no run of the arm here, its committed speed is kept, and the table names its seed
+    (rl.run_dir("arithmetic", "all", 1) / "final").rmdir()
+    kept = rl.earlier_records("arithmetic", ["all"], [0, 1])
+    assert [r["value"] for r in kept if r["metric"] == "seconds_per_step"] == [9.0]
+    assert "- s / step: median over every step of the runs of seed 0 " in report.table(kept)
