@@ -28,7 +28,8 @@ Runs live in ``benchmarks/.runs/rl/<task>/<arm>-seed<k>`` (ignored by git); an
 interrupted run resumes from its last checkpoint (every 10 steps, on rollout
 boundaries), and a finished one keeps ``final/`` and its metrics only. ``--replot``
 rebuilds the results from finished runs. A finished run whose directory is gone (another
-machine ran it) is taken from the committed ``results/rl.json``: its per-step metrics and
+machine ran it) is taken from the committed ``results/rl.json``, and not trained again
+unless ``--rerun``: its per-step metrics and
 its overlap with the base model's forks are there, its step times and final model are not,
 so seconds per step are the medians over the runs present, and the entropy histograms and
 frequent forking tokens are of the models present (each table says which seeds). Run:
@@ -103,12 +104,25 @@ def config(task: str, method: str, seed: int) -> RunConfig:
     )  # fmt: skip
 
 
-def train_all(tasks: list[str], methods: list[str], seeds: list[int]) -> None:
+def committed_runs() -> set[tuple[str, str, int]]:
+    """(task, method, seed) of the runs the committed results hold to the last step."""
+    path = RESULTS / "rl.json"
+    if not path.exists():
+        return set()
+    last = BUDGET["steps"]
+    return {(r["setting"]["task"], r["method"], r["setting"]["seed"])
+            for r in json.loads(path.read_text())
+            if r["metric"] == "test_accuracy" and r["setting"].get("step") == last}  # fmt: skip
+
+
+def train_all(tasks: list[str], methods: list[str], seeds: list[int], rerun: bool = False) -> None:
+    """Train every run not finished here, nor (unless `rerun`) in the committed results."""
+    done = set() if rerun else committed_runs()
     for seed in seeds:  # seed-major: a first comparison is complete early
         for task in tasks:
             for method in methods:
                 out = run_dir(task, method, seed)
-                if (out / "final").is_dir():
+                if (out / "final").is_dir() or (task, method, seed) in done:
                     continue
                 print(f"== {task} {method} seed {seed} -> {out}", flush=True)
                 train(config(task, method, seed), out, progress=True)
@@ -200,9 +214,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--replot", action="store_true", help="results from finished runs only")
+    parser.add_argument("--rerun", action="store_true",
+                        help="train the runs the committed results hold again too")  # fmt: skip
     args = parser.parse_args()
     if not args.replot:
-        train_all(args.tasks, args.methods, args.seeds)
+        train_all(args.tasks, args.methods, args.seeds, args.rerun)
     from rl_report import plots, table
 
     records = [environment_record("rl", ["tokensieve", "trl", "accelerate"])]

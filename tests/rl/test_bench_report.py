@@ -72,3 +72,22 @@ def test_runs_whose_directories_are_gone_come_from_the_committed_results(bench, 
     kept = rl.earlier_records("arithmetic", ["all"], [0, 1])
     assert [r["value"] for r in kept if r["metric"] == "seconds_per_step"] == [9.0]
     assert "- s / step: median over every step of the runs of seed 0 " in report.table(kept)
+
+
+def test_runs_the_committed_results_hold_are_not_trained_again(bench, tmp_path, monkeypatch):
+    rl, _ = bench
+    monkeypatch.setattr(rl, "RESULTS", tmp_path)
+    monkeypatch.setattr(rl, "RUNS", tmp_path / "runs")
+    # all seed 0 reached the last step; random seed 0 stopped at step 10 (unfinished)
+    stopped = [r for r in _accuracy("random", 0, 0.2, 0.3) if r["setting"]["step"] == 0]
+    stopped += [{**stopped[0], "setting": {**stopped[0]["setting"], "step": 10}}]
+    (tmp_path / "rl.json").write_text(json.dumps(_accuracy("all", 0, 0.2, 0.5) + stopped))
+    trained = []
+    monkeypatch.setattr(rl, "train", lambda config, out, progress: trained.append(
+        (config.task, config.mask, config.seed)))  # fmt: skip
+    rl.train_all(["arithmetic"], ["all", "random"], [0, 1])
+    assert trained == [("arithmetic", "random", 0), ("arithmetic", "all", 1),
+                       ("arithmetic", "random", 1)]  # fmt: skip
+    trained.clear()
+    rl.train_all(["arithmetic"], ["all"], [0], rerun=True)
+    assert trained == [("arithmetic", "all", 0)]
