@@ -28,13 +28,13 @@ Runs live in ``benchmarks/.runs/rl/<task>/<arm>-seed<k>`` (ignored by git); an
 interrupted run resumes from its last checkpoint (every 10 steps, on rollout
 boundaries), and a finished one keeps ``final/`` and its metrics only. ``--replot``
 rebuilds the results from finished runs. A finished run whose directory is gone (another
-machine ran it) is taken from the committed ``results/rl.json``, and not trained again
-unless ``--rerun``: its per-step metrics and
-its overlap with the base model's forks are there, its step times and final model are not,
-so seconds per step are the medians over the runs present, and the entropy histograms and
-frequent forking tokens are of the models present (each table says which seeds). Run:
-``make bench-rl`` (28 runs of 11-25 minutes on 2 cores, countdown's longer answers the
-slower; resumable across sessions).
+machine ran it) is taken from the committed ``results/rl.json``, and is not trained
+again unless ``--rerun``. Its per-step metrics and its overlap with the base model's
+forks are there; its step times and final model are not. So seconds per step (the median
+over rollouts of a rollout's time over its steps) are those of the runs present, and the
+entropy histograms and frequent forking tokens are of the models present; the table says
+which seeds were timed. Run: ``make bench-rl`` (28 runs of 7-25 minutes on 2 cores,
+resumable across sessions).
 """
 
 from __future__ import annotations
@@ -132,6 +132,18 @@ def train_all(tasks: list[str], methods: list[str], seeds: list[int], rerun: boo
                     shutil.rmtree(checkpoint)
 
 
+def rollout_times(rows: list[dict]) -> list[float]:
+    """Seconds per step of each rollout: the first step of a rollout samples it (about 25 s
+    here), the next only updates (about 10 s), so a median over single steps lands between
+    the two modes wherever the split falls; over whole rollouts it is what a step costs."""
+    steps = BUDGET["rollout_prompts"] // BUDGET["prompts_per_step"]
+    by_rollout: dict[int, list[float]] = {}
+    for row in rows:
+        if "step_time" in row:
+            by_rollout.setdefault((row["step"] - 1) // steps, []).append(row["step_time"])
+    return [sum(times) / steps for times in by_rollout.values() if len(times) == steps]
+
+
 def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dict]:
     records = []
     for method in methods:
@@ -149,9 +161,10 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
                         unit = "nats" if metric == "mean_entropy" else "fraction"
                         records.append(record("rl", method, implementation, setting, metric,
                                               row[key], unit))  # fmt: skip
-                if "step_time" in row and (task, method, seed) not in PERTURBED_TIMING_RUNS:
-                    times.append(row["step_time"])
-                    timed += [seed] if seed not in timed else []
+            if (task, method, seed) not in PERTURBED_TIMING_RUNS:
+                rollouts = rollout_times(read_metrics(out))
+                times += rollouts
+                timed += [seed] if rollouts else []
         if times:
             median, spread = median_iqr(times)
             setting = {"rho": rho, "task": task, "model": EMBEDDED_NAME, "seeds": timed}

@@ -78,8 +78,9 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     out = "\n".join(lines) + "\n" + _against_anchor(runs, arms, problems)
     timed = sorted({seed for r in speed.values() for seed in r["setting"].get("seeds", [])})
     if timed:
-        out += (f"- s / step: median over every step of the runs of seed "
-                f"{', '.join(map(str, timed))} whose timing was not perturbed\n")  # fmt: skip
+        out += (f"- s / step: median over the rollouts (a rollout's time over its steps) of "
+                f"the runs of seed {', '.join(map(str, timed))} whose timing was not "
+                f"perturbed\n")  # fmt: skip
     if analysis is not None:
         forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
         out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
