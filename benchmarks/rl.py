@@ -167,7 +167,8 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
                 timed += [seed] if rollouts else []
         if times:
             median, spread = median_iqr(times)
-            setting = {"rho": rho, "task": task, "model": EMBEDDED_NAME, "seeds": timed}
+            setting = {"rho": rho, "task": task, "model": EMBEDDED_NAME, "seeds": timed,
+                       "per": "rollout"}  # fmt: skip
             records.append(record("rl", method, implementation, setting, "seconds_per_step",
                                   median, "s", len(times), spread))  # fmt: skip
     return records
@@ -187,7 +188,8 @@ def earlier_records(task: str, methods: list[str], seeds: list[int]) -> list[dic
         if r["method"] not in methods or setting.get("task") != task:
             continue
         if r["metric"] == "seconds_per_step":
-            if r["method"] not in present:
+            # only a median over rollouts: the older median over single steps misleads
+            if r["method"] not in present and setting.get("per") == "rollout":
                 kept.append(r)
         elif (
             setting.get("seed") in seeds

@@ -54,7 +54,7 @@ def test_runs_whose_directories_are_gone_come_from_the_committed_results(bench, 
     monkeypatch.setattr(rl, "RUNS", tmp_path / "runs")
     (tmp_path / "results").mkdir()
     speed = {"benchmark": "rl", "method": "all", "implementation": "trl",
-             "setting": {"rho": 1.0, "task": "arithmetic", "seeds": [0]},
+             "setting": {"rho": 1.0, "task": "arithmetic", "seeds": [0], "per": "rollout"},
              "metric": "seconds_per_step", "value": 9.0, "unit": "s", "repeats": 40,
              "spread": 1.0}  # fmt: skip
     committed = (_accuracy("all", 0, 0.2, 0.5) + _accuracy("all", 1, 0.2, 0.7)
@@ -72,6 +72,11 @@ def test_runs_whose_directories_are_gone_come_from_the_committed_results(bench, 
     kept = rl.earlier_records("arithmetic", ["all"], [0, 1])
     assert [r["value"] for r in kept if r["metric"] == "seconds_per_step"] == [9.0]
     assert "its steps) of the runs of seed 0 whose" in report.table(kept)
+    # a median over single steps (before they were per rollout) is not kept
+    del speed["setting"]["per"]
+    (tmp_path / "results" / "rl.json").write_text(json.dumps(committed))
+    kept = rl.earlier_records("arithmetic", ["all"], [0, 1])
+    assert not [r for r in kept if r["metric"] == "seconds_per_step"]
 
 
 def test_runs_the_committed_results_hold_are_not_trained_again(bench, tmp_path, monkeypatch):
