@@ -88,9 +88,9 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
 
 
 def _seconds(seconds: float | None, ratio: str) -> str:
-    """Median seconds per step; n/a where every run of the arm had its timing perturbed
-    (`benchmarks/rl.py`'s PERTURBED_TIMING_RUNS)."""
-    return f"{seconds:.1f}{ratio}" if seconds else "n/a (timing perturbed)"
+    """Median seconds per step; n/a where no run of the arm was timed cleanly here
+    (perturbed: `benchmarks/rl.py`'s PERTURBED_TIMING_RUNS, or run on another machine)."""
+    return f"{seconds:.1f}{ratio}" if seconds else "n/a (not timed here)"
 
 
 def _share(arm: str, share: list[float], rho, penalised: list[float]) -> str:
