@@ -39,8 +39,9 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
             overlap[r["method"]].append(r["value"])
     anchor = speed.get("all", {}).get("value")
     lines = [
-        "| arm | implementation | rho | test acc. step 0 | final test acc. (per seed) | "
-        "Δ final − step 0 | train reward, first 10 → last 10 rollouts | "
+        "| arm | implementation | rho | test acc. step 0 | "
+        "final test acc. (per seed, in seed order) | Δ final − step 0 | "
+        "train reward, first 10 → last 10 rollouts | "
         "entropy, first → last step | share trained on | s / step (× TRL) | "
         "overlap with base forks |",
         "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -48,7 +49,9 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     implementation = {r["method"]: r["implementation"] for r in records if "method" in r}
     rho = {r["method"]: r["setting"].get("rho") for r in records if "rho" in r["setting"]}
     for arm in arms:
-        mine = {n: rows for n, rows in runs.items() if n.rpartition("-seed")[0] == arm}
+        # in seed order, as the "per seed" column lists them
+        by_seed = sorted(runs, key=lambda n: int(n.rpartition("-seed")[2]))
+        mine = {n: runs[n] for n in by_seed if n.rpartition("-seed")[0] == arm}
         starts, finals, first, last, e0, e1, share, penalised = [], [], [], [], [], [], [], []
         for rows in mine.values():
             accuracy = [r for r in rows if "test_accuracy" in r]
