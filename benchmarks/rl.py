@@ -33,7 +33,7 @@ again unless ``--rerun``. Its per-step metrics and its overlap with the base mod
 forks are there; its step times and final model are not. So seconds per step (the median
 over rollouts of a rollout's time over its steps) are those of the runs present, and the
 entropy histograms and frequent forking tokens are of the models present; the table says
-which seeds were timed. Run: ``make bench-rl`` (28 runs of 7-25 minutes on 2 cores,
+which seeds were timed. Run: ``make bench-rl`` (28 runs of 10-25 minutes on 2 cores,
 resumable across sessions).
 """
 
