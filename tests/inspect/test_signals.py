@@ -69,8 +69,11 @@ def test_chunking_does_not_change_signals(tiny, chunk_size):
     model, tokenizer = tiny
     whole = text_signals(model, tokenizer, TEXT, chunk_size=4096)
     chunked = text_signals(model, tokenizer, TEXT, chunk_size=chunk_size)
+    # float32: one-token chunks sum attention in another order, and a fresh-clone CI run
+    # saw a relative difference of 4.3e-5 on one of 119 values; a chunking bug (a lost or
+    # repeated cache entry) moves values by orders of magnitude more than 1e-4
     for name in whole.values:
-        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_attention_can_be_skipped_and_restores_implementation(tiny):
