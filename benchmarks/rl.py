@@ -153,7 +153,8 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
             out = run_dir(task, method, seed)
             if not (out / "final").is_dir():
                 continue
-            for row in read_metrics(out):
+            rows = read_metrics(out)
+            for row in rows:
                 setting = {"rho": rho, "step": row["step"], "seed": seed, "task": task,
                            "model": EMBEDDED_NAME}  # fmt: skip
                 for key, metric in METRICS:
@@ -162,7 +163,7 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
                         records.append(record("rl", method, implementation, setting, metric,
                                               row[key], unit))  # fmt: skip
             if (task, method, seed) not in PERTURBED_TIMING_RUNS:
-                rollouts = rollout_times(read_metrics(out))
+                rollouts = rollout_times(rows)
                 times += rollouts
                 timed += [seed] if rollouts else []
         if times:
@@ -181,7 +182,8 @@ def earlier_records(task: str, methods: list[str], seeds: list[int]) -> list[dic
     path = RESULTS / "rl.json"
     if not path.exists():
         return []
-    present = {m for m in methods for s in seeds if (run_dir(task, m, s) / "final").is_dir()}
+    finished = {(m, s) for m in methods for s in seeds if (run_dir(task, m, s) / "final").is_dir()}
+    present = {m for m, _ in finished}
     kept = []
     for r in json.loads(path.read_text()):
         setting = r["setting"]
@@ -191,10 +193,7 @@ def earlier_records(task: str, methods: list[str], seeds: list[int]) -> list[dic
             # only a median over rollouts: the older median over single steps misleads
             if r["method"] not in present and setting.get("per") == "rollout":
                 kept.append(r)
-        elif (
-            setting.get("seed") in seeds
-            and not (run_dir(task, r["method"], setting["seed"]) / "final").is_dir()
-        ):
+        elif setting.get("seed") in seeds and (r["method"], setting["seed"]) not in finished:
             kept.append(r)
     return kept
 

@@ -48,9 +48,9 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
     ]
     implementation = {r["method"]: r["implementation"] for r in records if "method" in r}
     rho = {r["method"]: r["setting"].get("rho") for r in records if "rho" in r["setting"]}
+    # in seed order, as the "per seed" column lists them
+    by_seed = sorted(runs, key=lambda n: int(n.rpartition("-seed")[2]))
     for arm in arms:
-        # in seed order, as the "per seed" column lists them
-        by_seed = sorted(runs, key=lambda n: int(n.rpartition("-seed")[2]))
         mine = {n: runs[n] for n in by_seed if n.rpartition("-seed")[0] == arm}
         starts, finals, first, last, e0, e1, share, penalised = [], [], [], [], [], [], [], []
         for rows in mine.values():
