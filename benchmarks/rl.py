@@ -92,6 +92,19 @@ BUDGET = dict(
 )  # fmt: skip
 
 
+def _machine() -> str:
+    """This machine's boot id: times are compared only between runs made on one machine
+    (run directories do not move between machines, so the runs present were made here).
+    The speed records committed before this key existed were all made on one machine."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return "this"
+
+
+MACHINE = _machine()
+
+
 def run_dir(task: str, method: str, seed: int) -> Path:
     return RUNS / task / f"{method}-seed{seed}"
 
@@ -169,7 +182,7 @@ def records_of_runs(task: str, methods: list[str], seeds: list[int]) -> list[dic
         if times:
             median, spread = median_iqr(times)
             setting = {"rho": rho, "task": task, "model": EMBEDDED_NAME, "seeds": timed,
-                       "per": "rollout"}  # fmt: skip
+                       "per": "rollout", "machine": MACHINE}  # fmt: skip
             records.append(record("rl", method, implementation, setting, "seconds_per_step",
                                   median, "s", len(times), spread))  # fmt: skip
     return records

@@ -70,7 +70,10 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
             penalised += [r["tokensieve/penalised_fraction"] for r in rows
                           if "tokensieve/penalised_fraction" in r]  # fmt: skip
         seconds = speed.get(arm, {}).get("value")
-        ratio = f" ({seconds / anchor:.2f}×)" if seconds and anchor else ""
+        ratio = ""
+        if seconds and anchor:
+            ratio = (f" ({seconds / anchor:.2f}×)" if _machine(speed[arm]) == _machine(speed["all"])
+                     else " (other machine)")  # fmt: skip
         lines.append(
             f"| {arm} | {implementation.get(arm, '')} | {rho.get(arm, '')} | {_mean(starts):.3f} "
             f"| {' / '.join(f'{v:.3f}' for v in finals)} (mean {_mean(finals):.3f}) "
@@ -84,10 +87,23 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
         out += (f"- s / step: median over the rollouts (a rollout's time over its steps) of "
                 f"the runs of seed {', '.join(map(str, timed))} whose timing was not "
                 f"perturbed\n")  # fmt: skip
+    machines = defaultdict(list)
+    for arm, r in speed.items():
+        machines[_machine(r)].append(arm)
+    if len(machines) > 1:
+        # another session's machine ran at another speed: ratios only within one machine
+        groups = "; ".join(", ".join(f"`{a}`" for a in arms) for arms in machines.values())
+        out += (f"- timed on {len(machines)} machines ({groups}); × TRL only where TRL's "
+                f"all-token run was timed on the same machine\n")  # fmt: skip
     if analysis is not None:
         forks = ", ".join(f"`{w}` {c}" for w, c in analysis.frequent_forks("base", 12))
         out += f"\nBase model's most frequent forking tokens (top {analysis.rho:.0%}): {forks}\n"
     return out
+
+
+def _machine(speed_record: dict) -> str:
+    """Which machine timed a record (the records from before the key: one earlier one)."""
+    return speed_record["setting"].get("machine", "earlier")
 
 
 def _seconds(seconds: float | None, ratio: str) -> str:
@@ -174,7 +190,10 @@ def _against_anchor(runs: dict[str, list[dict]], arms: list[str], problems: int)
 def plots(records: list[dict], analysis: ForkingAnalysis | None = None,
           suffix: str = "") -> dict[str, bytes]:  # fmt: skip
     figures = {f"rl-curves{suffix}.png": rl_plots.curves(runs_from_records(records))}
-    if analysis is not None:
+    # the histograms and forks are of the models on this machine; with none but the base
+    # (every run taken from the committed results) the committed figures, drawn when the
+    # models were here, say more than a base-only redraw would, so they are kept
+    if analysis is not None and len(analysis.entropy) > 1:
         figures[f"rl-entropy-histogram{suffix}.png"] = rl_plots.entropy_histograms(analysis)
         figures[f"rl-forks{suffix}.png"] = rl_plots.forks(analysis)
     return figures

@@ -106,3 +106,47 @@ def test_seconds_per_step_are_per_rollout_not_the_midpoint_of_two_modes(bench):
     rows = [{"step": step, "step_time": t} for step, t in times.items()]
     rows.insert(2, {"step": 2, "test_accuracy": 0.5})
     assert rl.rollout_times(rows) == [17.0, 18.0, 17.5]
+
+
+def test_analysis_figures_are_redrawn_only_when_a_trained_model_is_here(bench):
+    """With every run taken from the committed results the analysis holds the base model
+    alone; a redraw would replace the committed histograms of the trained models."""
+    import numpy as np
+
+    from tokensieve.rl.analysis import ForkingAnalysis
+
+    _, report = bench
+    records = _accuracy("all", 0, 0.2, 0.5)
+    rng = np.random.default_rng(0)
+    base_only = ForkingAnalysis(["a", "b", "c", "d", "e"], {"base": rng.random(5)})
+    assert set(report.plots(records, base_only, "-t")) == {"rl-curves-t.png"}
+    trained = ForkingAnalysis(["a", "b", "c", "d", "e"],
+                              {"base": rng.random(5), "all-seed1": rng.random(5)})  # fmt: skip
+    assert set(report.plots(records, trained, "-t")) == {
+        "rl-curves-t.png",
+        "rl-entropy-histogram-t.png",
+        "rl-forks-t.png",
+    }
+
+
+def test_speed_ratios_only_between_runs_timed_on_one_machine(bench):
+    """A later session's machine ran 1.5x slower than the one that timed the anchor: a ratio
+    across the two would be the machines', not the arms'."""
+    _, report = bench
+
+    def speed(method, seconds, machine=None):
+        setting = {"rho": 0.2, "task": "countdown", "seeds": [1], "per": "rollout"}
+        if machine:
+            setting["machine"] = machine
+        return {"benchmark": "rl", "method": method, "implementation": "tokensieve",
+                "setting": setting, "metric": "seconds_per_step", "value": seconds,
+                "unit": "s", "repeats": 10, "spread": 1.0}  # fmt: skip
+
+    records = (_accuracy("all", 1, 0.2, 0.5) + _accuracy("top_entropy", 1, 0.2, 0.5)
+               + _accuracy("random", 1, 0.2, 0.4))  # fmt: skip
+    same = report.table(records + [speed("all", 20.0), speed("top_entropy", 22.0)])
+    assert "22.0 (1.10×)" in same and "machines" not in same
+    mixed = report.table(records + [speed("all", 20.0), speed("top_entropy", 33.0, "b2"),
+                                    speed("random", 30.0, "b2")])  # fmt: skip
+    assert "33.0 (other machine)" in mixed and "30.0 (other machine)" in mixed
+    assert "timed on 2 machines (`all`; `top_entropy`, `random`)" in mixed
