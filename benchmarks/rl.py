@@ -32,9 +32,11 @@ machine ran it) is taken from the committed ``results/rl.json``, and is not trai
 again unless ``--rerun``. Its per-step metrics and its overlap with the base model's
 forks are there; its step times and final model are not. So seconds per step (the median
 over rollouts of a rollout's time over its steps) are those of the runs present, and the
-entropy histograms and frequent forking tokens are of the models present; the table says
-which seeds were timed. Run: ``make bench-rl`` (28 runs of 10-25 minutes on 2 cores,
-resumable across sessions).
+entropy histograms and frequent forking tokens are of the models present (a task with no
+trained model here keeps its committed figures); the table says which seeds were timed.
+Speed records carry the timing machine's boot id, and a ratio to TRL's all-token run is
+given only where both were timed on one machine (machines here differ in speed by 1.5x).
+Run: ``make bench-rl`` (28 runs of 10-35 minutes on 2 cores, resumable across sessions).
 """
 
 from __future__ import annotations
