@@ -38,6 +38,7 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
         if r["metric"] == "overlap_with_base":
             overlap[r["method"]].append(r["value"])
     anchor = speed.get("all", {}).get("value")
+    anchor_machine = _machine(speed["all"]) if anchor else None
     lines = [
         "| arm | implementation | rho | test acc. step 0 | "
         "final test acc. (per seed, in seed order) | Δ final − step 0 | "
@@ -72,8 +73,8 @@ def table(records: list[dict], analysis: ForkingAnalysis | None = None, problems
         seconds = speed.get(arm, {}).get("value")
         ratio = ""
         if seconds and anchor:
-            ratio = (f" ({seconds / anchor:.2f}×)" if _machine(speed[arm]) == _machine(speed["all"])
-                     else " (other machine)")  # fmt: skip
+            same = _machine(speed[arm]) == anchor_machine
+            ratio = f" ({seconds / anchor:.2f}×)" if same else " (other machine)"
         lines.append(
             f"| {arm} | {implementation.get(arm, '')} | {rho.get(arm, '')} | {_mean(starts):.3f} "
             f"| {' / '.join(f'{v:.3f}' for v in finals)} (mean {_mean(finals):.3f}) "
@@ -107,8 +108,10 @@ def _machine(speed_record: dict) -> str:
 
 
 def _seconds(seconds: float | None, ratio: str) -> str:
-    """Median seconds per step; n/a where no run of the arm was timed cleanly here
-    (perturbed: `benchmarks/rl.py`'s PERTURBED_TIMING_RUNS, or run on another machine)."""
+    """Median seconds per step; n/a where no run of the arm was timed cleanly (perturbed:
+    `benchmarks/rl.py`'s PERTURBED_TIMING_RUNS; or its directory is gone and the committed
+    results hold no per-rollout time). A time from another machine than the anchor's is
+    shown, with "other machine" in place of the ratio."""
     return f"{seconds:.1f}{ratio}" if seconds else "n/a (not timed here)"
 
 
